@@ -12,14 +12,10 @@ from recon.geometry import Grid
 
 @dataclass(frozen=True, eq=False)
 class Volume:
-    """A CT volume: ``hu`` has shape ``grid.shape`` in (i, j, k) order and holds Hounsfield units.
-
-    ``warnings`` lists what the loader noticed and corrected (gantry tilt, uneven slices, ...).
-    """
+    """A CT volume: ``hu`` has shape ``grid.shape`` in (i, j, k) order and holds Hounsfield units."""
 
     grid: Grid
     hu: np.ndarray
-    warnings: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
         _check_shape(self.hu, self.grid)

@@ -21,8 +21,15 @@ def atomic_path(final: Path) -> Iterator[Path]:
     handle, name = tempfile.mkstemp(prefix=".tmp-", suffix=suffixes, dir=final.parent)
     os.close(handle)
     temporary = Path(name)
+    os.chmod(temporary, 0o666 & ~_current_umask())
     try:
         yield temporary
         os.replace(temporary, final)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -26,7 +26,8 @@ DUPLICATE_POSITION_MM = 1e-3
 EVEN_TOLERANCE_MM = 0.005
 EVEN_TOLERANCE_FRACTION = 0.01
 TILT_SHIFT_PIXELS = 0.05
-MAX_UPSAMPLING = 4
+MAX_UPSAMPLING = 8
+ALIGNMENT_TOLERANCE = 0.1
 
 
 @dataclass(frozen=True, eq=False)
@@ -170,21 +171,37 @@ def _slice_spacing(frames: list[Frame], heights: np.ndarray, source: str) -> tup
     span = float(heights[-1] - heights[0])
     if not _uneven(heights):
         return span / (len(frames) - 1), []
+    spacing = _aligned_spacing(heights - heights[0], len(frames))
     median = float(np.median(gaps))
-    multiples = np.round(gaps / median)
-    if np.all(multiples >= 1) and np.allclose(gaps, multiples * median, atol=max(EVEN_TOLERANCE_MM, 0.05 * median)):
-        spacing = span / float(multiples.sum())
-        missing = int(multiples.sum() - len(gaps))
-        where = ", ".join(f"after {frames[k].label}" for k in np.flatnonzero(multiples > 1)[:5])
+    if spacing is not None and abs(spacing - median) <= max(EVEN_TOLERANCE_MM, EVEN_TOLERANCE_FRACTION * median):
+        steps = np.round(gaps / spacing)
+        where = ", ".join(f"after {frames[k].label}" for k in np.flatnonzero(steps > 1)[:5])
         return spacing, [
-            f"{missing} slice(s) missing ({where}): gaps of up to {gaps.max():.3g} mm in a {spacing:.3g} mm "
-            "series; the missing slices were interpolated"
+            f"{int(steps.sum()) - len(gaps)} slice(s) missing ({where}): gaps of up to {gaps.max():.3g} mm in a "
+            f"{spacing:.3g} mm series; the missing slices were interpolated"
         ]
-    spacing = max(float(gaps.min()), span / (MAX_UPSAMPLING * len(frames)))
+    if spacing is None:
+        spacing = max(float(gaps.min()), span / (MAX_UPSAMPLING * len(frames)))
     return spacing, [
         f"uneven slice spacing: gaps from {gaps.min():.3g} to {gaps.max():.3g} mm; resampled to a regular "
         f"{spacing:.3g} mm grid, interpolating linearly between acquired slices"
     ]
+
+
+def _aligned_spacing(offsets: np.ndarray, n_slices: int) -> float | None:
+    """The largest spacing whose planes, starting at the first slice, pass within a tenth of a spacing of
+    every acquired slice (so acquired slices are kept, not blended), or None when none is fine enough."""
+    gaps = np.diff(offsets)
+    finest = offsets[-1] / (MAX_UPSAMPLING * n_slices)
+    candidates = sorted({g / m for g in np.unique(np.round(gaps, 3)) for m in range(1, 9)}, reverse=True)
+    for candidate in candidates:
+        if candidate > gaps.min() * (1 + ALIGNMENT_TOLERANCE) or candidate < finest:
+            continue
+        spacing = offsets[-1] / round(offsets[-1] / candidate)
+        steps = offsets / spacing
+        if np.all(np.abs(steps - np.round(steps)) <= ALIGNMENT_TOLERANCE):
+            return float(spacing)
+    return None
 
 
 def _shift_slices(hu_kji: np.ndarray, shifts_ij: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

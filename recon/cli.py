@@ -1,0 +1,112 @@
+"""The ``recon`` command line: argument parsing only; each command calls one library function."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from recon import __version__
+from recon.errors import ReconError
+
+EXIT_INPUT_ERROR = 1
+EXIT_INTERNAL_ERROR = 70
+
+log = logging.getLogger("recon")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="recon: %(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return args.command(args)
+    except ReconError as err:
+        print(f"recon: error: {err}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    except KeyboardInterrupt:
+        print("recon: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # the CLI never shows a raw stack trace unless asked to
+        if args.verbose:
+            raise
+        print(
+            f"recon: internal error: {type(err).__name__}: {err} (rerun with --verbose for details and report it)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL_ERROR
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recon", description="CT study in, surgical plan out.")
+    parser.add_argument("--version", action="version", version=f"recon {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details (and show tracebacks)")
+    commands = parser.add_subparsers(title="commands", required=True)
+
+    info = commands.add_parser("info", help="describe the series and the volume the loader sees")
+    info.add_argument("input", help="DICOM folder, zip or DICOMDIR, a DICOM file, or a NIfTI/NRRD/MHA image")
+    info.add_argument("--series", metavar="UID", help="SeriesInstanceUID to load instead of the automatic choice")
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.set_defaults(command=_info)
+
+    convert = commands.add_parser("convert", help="write the loaded CT as NIfTI, NRRD or MHA (by extension)")
+    convert.add_argument("input", help="anything 'recon info' reads")
+    convert.add_argument("output", help="output file: .nii.gz, .nii, .nrrd or .mha")
+    convert.add_argument("--series", metavar="UID", help="SeriesInstanceUID to load instead of the automatic choice")
+    convert.set_defaults(command=_convert)
+
+    demo = commands.add_parser("demo", help="run what recon can do on its built-in example")
+    demo.add_argument("-o", "--output", default="demo_out", help="output folder (default: demo_out)")
+    demo.set_defaults(command=_demo)
+    return parser
+
+
+def _info(args: argparse.Namespace) -> int:
+    from recon.io.loading import describe_ct
+
+    description = describe_ct(args.input, series_uid=args.series)
+    print(json.dumps(description, indent=2) if args.json else _info_text(description))
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from recon.io.loading import convert_ct
+
+    target = convert_ct(args.input, args.output, series_uid=args.series)
+    print(f"wrote {target}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from recon.example import run_demo
+
+    description = run_demo(args.output)
+    print(_info_text(description))
+    print(f"wrote the example DICOM series, its NIfTI conversion and info.json to {args.output}/")
+    return 0
+
+
+def _info_text(description: dict) -> str:
+    lines = []
+    for series in description["series"]:
+        state = "selected" if series["selected"] else f"skipped: {series['skipped_reason']}"
+        name = series["description"] or "(no description)"
+        lines.append(f"series {series['series_uid'] or '(no UID)'}  {series['modality']}  {name}  "
+                     f"{series['n_files']} files  {state}")
+    volume = description["volume"]
+    lines += [
+        f"shape (i, j, k):   {volume['shape_ijk']}",
+        f"spacing (mm):      {volume['spacing_mm']}",
+        f"origin (LPS, mm):  {volume['origin_lps_mm']}",
+        f"direction:         {volume['direction']}",
+        f"HU range:          {volume['hu_min']:.0f} .. {volume['hu_max']:.0f}",
+        f"gantry tilt (deg): {volume['gantry_tilt_deg']}",
+    ]
+    lines += [f"warning: {warning}" for warning in volume["warnings"]]
+    return "\n".join(lines)
