@@ -264,8 +264,14 @@ def frames_of(file: DicomFile) -> list[Frame]:
     """The frames of a classic (one per file) or enhanced (multi-frame) CT image."""
     ds = file.dataset
     rows, cols = _positive_int(ds, "Rows", file.label), _positive_int(ds, "Columns", file.label)
+    n_frames = _positive_int(ds, "NumberOfFrames", file.label) if "NumberOfFrames" in ds else 1
+    if rows * cols * n_frames > MAX_VOXELS:
+        raise TooLargeError(
+            f"{file.label}: header claims {rows}x{cols}x{n_frames} voxels, more than the {MAX_VOXELS} recon "
+            "allocates; the header is damaged or the image is not a CT volume"
+        )
     if "PerFrameFunctionalGroupsSequence" in ds:
-        return _enhanced_frames(file, rows, cols)
+        return _enhanced_frames(file, rows, cols, n_frames)
     pixels = PixelSource(file)
     return [
         Frame(
@@ -307,9 +313,8 @@ class PixelSource:
             ) from err
 
 
-def _enhanced_frames(file: DicomFile, rows: int, cols: int) -> list[Frame]:
+def _enhanced_frames(file: DicomFile, rows: int, cols: int, n_frames: int) -> list[Frame]:
     ds = file.dataset
-    n_frames = _positive_int(ds, "NumberOfFrames", file.label)
     per_frame = ds.PerFrameFunctionalGroupsSequence
     shared = ds.get("SharedFunctionalGroupsSequence", [Dataset()])[0]
     if len(per_frame) != n_frames:

@@ -74,7 +74,11 @@ def _series_dataset(shape_ij: tuple[int, int], pixel_spacing_ij_mm: Sequence[flo
     dataset.StudyInstanceUID = generate_uid()
     dataset.SeriesInstanceUID = generate_uid()
     dataset.FrameOfReferenceUID = generate_uid()
-    dataset.StudyDate = dataset.SeriesDate = datetime.date.today().strftime("%Y%m%d")
+    now = datetime.datetime.now()
+    dataset.StudyDate = dataset.SeriesDate = now.strftime("%Y%m%d")
+    dataset.StudyTime = dataset.SeriesTime = now.strftime("%H%M%S")
+    dataset.StudyID = "1"
+    dataset.AccessionNumber = ""
     dataset.SeriesNumber = 1
     dataset.Rows, dataset.Columns = shape_ij[1], shape_ij[0]
     dataset.PixelSpacing = [_ds(pixel_spacing_ij_mm[1]), _ds(pixel_spacing_ij_mm[0])]
