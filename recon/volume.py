@@ -12,7 +12,10 @@ from recon.geometry import Grid
 
 @dataclass(frozen=True, eq=False)
 class Volume:
-    """A CT volume: ``hu`` has shape ``grid.shape`` in (i, j, k) order and holds Hounsfield units."""
+    """A CT volume: ``hu`` has shape ``grid.shape`` in (i, j, k) order and holds Hounsfield units.
+
+    ``hu`` is int16 when every value is an integer in int16's range (as CT nearly always is), else float32.
+    """
 
     grid: Grid
     hu: np.ndarray
@@ -38,3 +41,15 @@ class LabelMap:
 def _check_shape(array: np.ndarray, grid: Grid) -> None:
     if tuple(array.shape) != grid.shape:
         raise GeometryError(f"array shape {array.shape} does not match grid shape {grid.shape}")
+
+
+def hounsfield_array(array: np.ndarray) -> np.ndarray:
+    """``array`` as Volume stores HU: int16 when its integers fit, otherwise float32."""
+    array = np.asarray(array)
+    if array.dtype == np.int16:
+        return array
+    if array.dtype.kind in "ui" and array.size:
+        limits = np.iinfo(np.int16)
+        if limits.min <= array.min() and array.max() <= limits.max:
+            return array.astype(np.int16)
+    return array.astype(np.float32, copy=False)

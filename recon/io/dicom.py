@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.pixels import get_decoder
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from recon.errors import (
     AmbiguousSeriesError,
@@ -29,6 +31,8 @@ from recon.io.slices import Frame, StackedSlices, stack_frames
 log = logging.getLogger(__name__)
 
 MAX_VOXELS = 2**30
+PIXEL_DATA_TAG = 0x7FE00010
+NATIVE_LITTLE_ENDIAN = {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
 CT_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.2": "CT Image",
     "1.2.840.10008.5.1.4.1.1.2.1": "Enhanced CT Image",
@@ -304,6 +308,9 @@ class PixelSource:
         return array[index] if array.ndim == 3 else array
 
     def _decode(self) -> np.ndarray:
+        native = read_native_pixels(self.file)
+        if native is not None:
+            return native
         try:
             return self.file.dataset.pixel_array
         except Exception as err:  # decoders raise many types on damaged data
@@ -311,6 +318,42 @@ class PixelSource:
                 f"{self.file.label}: pixel data cannot be decoded ({type(err).__name__}: {err}); "
                 "the file is damaged or truncated: export the series again"
             ) from err
+
+
+def read_native_pixels(file: DicomFile) -> np.ndarray | None:
+    """Uncompressed little-endian 16-bit single-frame pixels, read straight from the file; None otherwise.
+
+    The hot path of loading: it skips pydicom's generic decoder machinery, keeping its semantics (bits
+    above BitsStored are masked, or sign-extended for signed data).
+    """
+    ds = file.dataset
+    if _transfer_syntax(ds) not in NATIVE_LITTLE_ENDIAN or int(ds.get("NumberOfFrames", 1) or 1) != 1:
+        return None
+    if ds.get("BitsAllocated") != 16 or ds.get("PixelRepresentation") not in (0, 1):
+        return None
+    expected = int(ds.Rows) * int(ds.Columns) * 2
+    data = _pixel_bytes(ds, expected)
+    if len(data) < expected:
+        raise CorruptFileError(
+            f"{file.label}: pixel data holds {len(data)} bytes, {expected} expected; the file is truncated: "
+            "export the series again"
+        )
+    signed = ds.PixelRepresentation == 1
+    pixels = np.frombuffer(data, "<i2" if signed else "<u2", count=expected // 2).reshape(ds.Rows, ds.Columns)
+    unused = 16 - int(ds.get("BitsStored", 16) or 16)
+    if 0 < unused < 16:
+        pixels = (pixels << unused) >> unused if signed else pixels & np.uint16((1 << (16 - unused)) - 1)
+    return pixels
+
+
+def _pixel_bytes(ds: Dataset, expected: int) -> bytes:
+    element = ds.get_item(PIXEL_DATA_TAG)
+    path = ds.filename if isinstance(ds.filename, str) else None
+    if isinstance(element, RawDataElement) and element.value is None and path is not None:
+        with open(path, "rb") as handle:
+            handle.seek(element.value_tell)
+            return handle.read(min(element.length, expected))
+    return ds.PixelData or b""
 
 
 def _enhanced_frames(file: DicomFile, rows: int, cols: int, n_frames: int) -> list[Frame]:

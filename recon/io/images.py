@@ -90,14 +90,17 @@ def grid_from_affine(affine_lps: np.ndarray, shape: tuple[int, ...], source: Pat
 
 
 def _read_nifti(path: Path) -> GriddedArray:
+    unreadable = (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError, TypeError)
     try:
         image = nib.load(path)
-        header = image.header
-        shape = _three_d_shape(tuple(int(n) for n in header.get_data_shape()), path)
-        affine_ras, warnings = _nifti_affine(header)
-        array = np.asanyarray(image.dataobj)
-    except (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError, TypeError) as err:
+    except unreadable as err:
         raise InputError(f"{path}: unreadable NIfTI ({type(err).__name__}: {err}); check the file is complete") from err
+    shape = _three_d_shape(tuple(int(n) for n in image.header.get_data_shape()), path)
+    affine_ras, warnings = _nifti_affine(image.header)
+    try:
+        array = np.asanyarray(image.dataobj)
+    except unreadable as err:
+        raise InputError(f"{path}: NIfTI data cannot be read ({type(err).__name__}: {err}); the file is truncated") from err
     grid, affine_warnings = grid_from_affine(flip_ras_lps(affine_ras), shape, path)
     return GriddedArray(grid, array.reshape(shape, order="F"), tuple(warnings + affine_warnings))
 

@@ -7,12 +7,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from recon.errors import InputError
 from recon.io.dicom import load_dicom
 from recon.io.images import image_format, read_image, write_image
-from recon.volume import Volume
+from recon.volume import Volume, hounsfield_array
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +36,7 @@ def read_ct(path: str | Path, *, series_uid: str | None = None) -> LoadedCT:
         image = read_image(path)
         for warning in image.warnings:
             log.warning("%s: %s", path, warning)
-        hu = np.asarray(image.array, dtype=np.float32)
-        return LoadedCT(Volume(image.grid, hu), (), 0.0, image.warnings)
+        return LoadedCT(Volume(image.grid, hounsfield_array(image.array)), (), 0.0, image.warnings)
     loaded = load_dicom(path, series_uid=series_uid)
     stack = loaded.stack
     return LoadedCT(

@@ -27,6 +27,7 @@ EVEN_TOLERANCE_MM = 0.005
 EVEN_TOLERANCE_FRACTION = 0.01
 TILT_SHIFT_PIXELS = 0.05
 MAX_UPSAMPLING = 8
+INT16 = np.iinfo(np.int16)
 ALIGNMENT_TOLERANCE = 0.1
 
 
@@ -66,13 +67,18 @@ class Frame:
             and np.allclose(self.pixel_spacing_mm, other.pixel_spacing_mm, atol=spacing_tolerance_mm)
         )
 
-    def hounsfield(self) -> np.ndarray:
+    def stored_pixels(self) -> np.ndarray:
+        """The stored values as (rows, cols), checked against the header's matrix size."""
         stored = self.pixels()
         if stored.shape != (self.rows, self.cols):
             raise CorruptFileError(
                 f"{self.label}: decoded pixels have shape {stored.shape}, header says {self.rows}x{self.cols}"
             )
-        return stored.astype(np.float32) * np.float32(self.slope) + np.float32(self.intercept)
+        return stored
+
+    @property
+    def integer_rescale(self) -> bool:
+        return float(self.slope).is_integer() and float(self.intercept).is_integer()
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,7 +105,7 @@ def stack_frames(frames: list[Frame], *, source: str) -> StackedSlices:
     shifts_ij = _in_plane_shifts(frames, heights, normal, spacing_i, spacing_j)
     tilt_deg = 0.0 if len(frames) < 2 else angle_between_deg(normal, frames[-1].position - frames[0].position)
     slice_spacing, warnings = _slice_spacing(frames, heights, source)
-    hu_kji = np.stack([frame.hounsfield() for frame in frames])
+    hu_kji = _hounsfield_stack(frames)
     origin = frames[0].position.copy()
     tilted = np.abs(shifts_ij).max() > TILT_SHIFT_PIXELS
     if tilted:
@@ -121,6 +127,27 @@ def stack_frames(frames: list[Frame], *, source: str) -> StackedSlices:
     for warning in warnings:
         log.warning("%s: %s", source, warning)
     return StackedSlices(grid, hu_kji.transpose(2, 1, 0), round(tilt_deg, 3), tuple(warnings))
+
+
+def _hounsfield_stack(frames: list[Frame]) -> np.ndarray:
+    """Rescaled slices as (k, rows, cols): int16 when every value is an integer that fits, else float32."""
+    stored = [frame.stored_pixels() for frame in frames]
+    fits = all(
+        frame.integer_rescale
+        and INT16.min <= min(pixels.min() * frame.slope, pixels.max() * frame.slope) + frame.intercept
+        and max(pixels.min() * frame.slope, pixels.max() * frame.slope) + frame.intercept <= INT16.max
+        for frame, pixels in zip(frames, stored)
+    )
+    dtype = np.dtype(np.int16 if fits and all(p.dtype.kind in "ui" for p in stored) else np.float32)
+    hu = np.empty((len(frames), frames[0].rows, frames[0].cols), dtype=dtype)
+    for frame, pixels, out in zip(frames, stored, hu):
+        # int16 arithmetic wraps modulo 2**16, so the result is exact whenever the final value fits
+        np.copyto(out, pixels, casting="unsafe")
+        if frame.slope != 1:
+            np.multiply(out, dtype.type(frame.slope), out=out, casting="unsafe")
+        if frame.intercept != 0:
+            np.add(out, dtype.type(frame.intercept), out=out, casting="unsafe")
+    return hu
 
 
 def _check_orientation(frame: Frame) -> None:
