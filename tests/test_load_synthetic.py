@@ -8,7 +8,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.fileset import FileSet
-from pydicom.uid import RLELossless, generate_uid
+from pydicom.uid import JPEG2000Lossless, RLELossless, generate_uid
 from scipy.spatial.transform import Rotation
 
 from recon.errors import (AmbiguousSeriesError, CorruptFileError, InputError, MissingDecoderError,
@@ -134,12 +134,18 @@ def test_zip_and_dicomdir_inputs_load_like_the_folder(tmp_path):
         np.testing.assert_array_equal(loaded.hu, volume.hu)
 
 
-def test_rle_compressed_series_decodes_to_identical_hu(tmp_path):
-    volume = integer_volume(shape=(24, 20, 5))
-    for path in write_ct_series(volume, tmp_path):
+def compress_series(paths, syntax):
+    for path in paths:
         ds = pydicom.dcmread(path)
-        ds.compress(RLELossless)
+        ds.compress(syntax)
         ds.save_as(path)
+
+
+@pytest.mark.parametrize("syntax", [RLELossless, JPEG2000Lossless])
+def test_lossless_compressed_series_decode_to_identical_hu(tmp_path, syntax):
+    volume = integer_volume(shape=(64, 48, 4))  # OpenJPEG refuses very small images
+    compress_series(write_ct_series(volume, tmp_path), syntax)
+    assert pydicom.dcmread(next(tmp_path.iterdir())).file_meta.TransferSyntaxUID == syntax
     np.testing.assert_array_equal(load_ct(tmp_path).hu, volume.hu)
 
 
@@ -247,18 +253,14 @@ def test_an_absurd_classic_matrix_is_refused_as_too_large(tmp_path):
 
 
 def test_a_missing_decoder_names_the_package_to_install(tmp_path, monkeypatch):
-    volume = integer_volume(shape=(8, 8, 2))
-    for path in write_ct_series(volume, tmp_path):
-        ds = pydicom.dcmread(path)
-        ds.compress(RLELossless)
-        ds.save_as(path)
+    compress_series(write_ct_series(integer_volume(shape=(64, 48, 2)), tmp_path), JPEG2000Lossless)
 
     class Unavailable:
         is_available = False
-        UID = RLELossless
+        UID = JPEG2000Lossless
 
     monkeypatch.setattr("recon.io.dicom.get_decoder", lambda syntax: Unavailable())
-    with pytest.raises(MissingDecoderError, match="pip install pylibjpeg-rle"):
+    with pytest.raises(MissingDecoderError, match="pip install pylibjpeg-openjpeg"):
         load_ct(tmp_path)
 
 

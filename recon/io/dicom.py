@@ -62,7 +62,6 @@ DECODER_PACKAGES = {
     "1.2.840.10008.1.2.4.201": "pylibjpeg-openjpeg",
     "1.2.840.10008.1.2.4.202": "pylibjpeg-openjpeg",
     "1.2.840.10008.1.2.4.203": "pylibjpeg-openjpeg",
-    "1.2.840.10008.1.2.5": "pylibjpeg-rle",
 }
 ORIENTATION_TOLERANCE = 1e-3
 SPACING_TOLERANCE_MM = 1e-3
@@ -218,12 +217,14 @@ def _split_series(uid: str, members: list[DicomFile]) -> list[Series]:
     frames: list[Frame] = []
     derived = False
     for file in members:
-        reason = non_ct_reason(file.dataset)
-        if reason is None:
-            try:
+        try:
+            reason = non_ct_reason(file.dataset)
+            if reason is None:
                 frames.extend(frames_of(file))
-            except InputError as err:
-                reason = str(err)
+        except InputError as err:
+            reason = str(err)
+        except Exception as err:  # pydicom converts values lazily and raises many types on corrupt ones
+            reason = f"corrupt header ({type(err).__name__}: {err})"
         if reason is not None:
             skipped[reason] = skipped.get(reason, 0) + 1
             continue
@@ -235,7 +236,7 @@ def _split_series(uid: str, members: list[DicomFile]) -> list[Series]:
     ]
     groups.sort(key=len, reverse=True)
     for index, group in enumerate(groups):
-        series = Series(uid, modality, description, len({f.label for f in group}), group, derived)
+        series = Series(uid, modality, description, len({f.file_label for f in group}), group, derived)
         if index > 0:
             series.skipped_reason = _minority_reason(group, groups[0])
         result.append(series)
@@ -280,6 +281,7 @@ def frames_of(file: DicomFile) -> list[Frame]:
     return [
         Frame(
             label=file.label,
+            file_label=file.label,
             position=_vector(ds, "ImagePositionPatient", 3, file.label),
             orientation=_vector(ds, "ImageOrientationPatient", 6, file.label),
             pixel_spacing_mm=_vector(ds, "PixelSpacing", 2, file.label),
@@ -313,7 +315,9 @@ class PixelSource:
             return native
         try:
             return self.file.dataset.pixel_array
-        except Exception as err:  # decoders raise many types on damaged data
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as err:  # decoders raise many types on damaged data; Rust ones panic
             raise CorruptFileError(
                 f"{self.file.label}: pixel data cannot be decoded ({type(err).__name__}: {err}); "
                 "the file is damaged or truncated: export the series again"
@@ -378,6 +382,7 @@ def _enhanced_frames(file: DicomFile, rows: int, cols: int, n_frames: int) -> li
         frames.append(
             Frame(
                 label=label,
+                file_label=file.label,
                 position=_vector(plane, "ImagePositionPatient", 3, label),
                 orientation=_vector(orientation, "ImageOrientationPatient", 6, label),
                 pixel_spacing_mm=_vector(measures, "PixelSpacing", 2, label),

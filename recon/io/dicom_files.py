@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 MAX_ZIP_MEMBER_BYTES = 4 * 1024**3
 DEFER_ELEMENTS_LARGER_THAN = "16 KB"
+GROUPING_KEYWORDS = ("SeriesInstanceUID", "SOPInstanceUID", "Modality", "SeriesDescription")
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,13 @@ def _parse(label: str, source, files: list[DicomFile], unreadable: list[Unreadab
     except Exception as err:  # pydicom raises many types on corrupt input; each becomes a report
         unreadable.append(UnreadableFile(label, f"corrupt or truncated DICOM ({type(err).__name__}: {err})"))
         return
-    media_class = str(getattr(getattr(dataset, "file_meta", None), "MediaStorageSOPClassUID", ""))
+    try:
+        media_class = str(getattr(getattr(dataset, "file_meta", None), "MediaStorageSOPClassUID", ""))
+        for keyword in GROUPING_KEYWORDS:  # read now, so a corrupt value is reported here, once
+            dataset.get(keyword)
+    except Exception as err:
+        unreadable.append(UnreadableFile(label, f"corrupt header ({type(err).__name__}: {err})"))
+        return
     if media_class == DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in dataset:
         return
     files.append(DicomFile(label, dataset))

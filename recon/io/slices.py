@@ -33,9 +33,13 @@ ALIGNMENT_TOLERANCE = 0.1
 
 @dataclass(frozen=True, eq=False)
 class Frame:
-    """One 2D image placed in LPS: ``pixels()`` returns stored values as (rows, cols)."""
+    """One 2D image placed in LPS: ``pixels()`` returns stored values as (rows, cols).
+
+    ``label`` names the frame in messages; ``file_label`` names the file that holds it.
+    """
 
     label: str
+    file_label: str
     position: np.ndarray
     orientation: np.ndarray
     pixel_spacing_mm: np.ndarray
