@@ -25,6 +25,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="recon: %(levelname)s: %(message)s",
         stream=sys.stderr,
     )
+    if not args.verbose:  # pydicom's own messages quote raw header values and file paths
+        logging.getLogger("pydicom").setLevel(logging.ERROR)
     try:
         return args.command(args)
     except ReconError as err:

@@ -65,3 +65,20 @@ def test_demo_writes_its_outputs(tmp_path, capsys):
     assert (tmp_path / "demo" / "example_ct.nii.gz").is_file()
     info = json.loads((tmp_path / "demo" / "info.json").read_text())
     assert info["volume"]["shape_ijk"] == [160, 128, 48]
+
+
+def test_patient_identifiers_never_reach_the_output(series, tmp_path, capsys):
+    import pydicom
+
+    canary = "CANARYXQZ"
+    for path in series.iterdir():
+        ds = pydicom.dcmread(path)
+        ds.PatientName = f"{canary}^{'X' * 80}"  # also an invalid PN, which pydicom would quote when warning
+        ds.PatientID = canary
+        ds.InstitutionName = canary
+        ds.save_as(path)
+    assert main(["info", str(series), "--json"]) == 0
+    assert main(["convert", str(series), str(tmp_path / "ct.nii.gz")]) == 0
+    captured = capsys.readouterr()
+    assert canary not in captured.out + captured.err
+    assert canary.encode() not in (tmp_path / "ct.nii.gz").read_bytes()

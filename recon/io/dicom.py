@@ -7,11 +7,15 @@ Candidates that tie on all four are refused with an ``AmbiguousSeriesError`` tha
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from pydicom import config as pydicom_config
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.pixels import get_decoder
@@ -116,6 +120,28 @@ class DicomLoad:
 
 def load_dicom(path: Path, *, series_uid: str | None = None) -> DicomLoad:
     """Read the DICOM under ``path``, choose one CT series and stack it onto a regular grid."""
+    with quiet_pydicom():
+        return _load_dicom(path, series_uid)
+
+
+@contextlib.contextmanager
+def quiet_pydicom() -> Iterator[None]:
+    """Turn off pydicom's value validation and warnings while recon reads hospital files.
+
+    Their messages quote raw element values, which may be patient names; recon checks the values it uses
+    and reports problems in its own words.
+    """
+    previous = pydicom_config.settings.reading_validation_mode
+    pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        pydicom_config.settings.reading_validation_mode = previous
+
+
+def _load_dicom(path: Path, series_uid: str | None) -> DicomLoad:
     files, unreadable = read_dicom_files(path)
     if not files:
         problems = "; ".join(f"{u.label}: {u.reason}" for u in unreadable[:5])

@@ -22,7 +22,8 @@ from recon.errors import InputError, TooLargeError
 log = logging.getLogger(__name__)
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
-MAX_ZIP_MEMBER_BYTES = 4 * 1024**3
+MAX_ZIP_MEMBER_BYTES = 2 * 1024**3
+MAX_ZIP_TOTAL_BYTES = 8 * 1024**3
 DEFER_ELEMENTS_LARGER_THAN = "16 KB"
 GROUPING_KEYWORDS = ("SeriesInstanceUID", "SOPInstanceUID", "Modality", "SeriesDescription")
 
@@ -90,15 +91,18 @@ def _read_zip(path: Path) -> tuple[list[DicomFile], list[UnreadableFile]]:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as err:
         raise InputError(f"{path}: not a readable zip archive ({err}); re-create the archive") from err
+    total_bytes = 0
     with archive:
         for member in archive.infolist():
             if member.is_dir():
                 continue
             label = f"{path.name}:{member.filename}"
-            if member.file_size > MAX_ZIP_MEMBER_BYTES:
+            total_bytes += member.file_size
+            if member.file_size > MAX_ZIP_MEMBER_BYTES or total_bytes > MAX_ZIP_TOTAL_BYTES:
                 raise TooLargeError(
-                    f"{label}: member claims {member.file_size} bytes, more than the "
-                    f"{MAX_ZIP_MEMBER_BYTES} recon reads from a zip; extract the study and pass the folder"
+                    f"{label}: the zip unpacks to more than recon reads from one archive "
+                    f"({MAX_ZIP_MEMBER_BYTES} bytes a member, {MAX_ZIP_TOTAL_BYTES} in all); "
+                    "extract the study and pass the folder"
                 )
             try:
                 data = archive.read(member)
