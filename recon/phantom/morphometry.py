@@ -1,0 +1,94 @@
+"""Published morphometry ranges the phantoms draw from (millimetres and degrees).
+
+Sources, as ranges read off their tables (adult, mixed sex):
+- Vertebral bodies: Panjabi MM et al., Thoracic human vertebrae, Spine 1991;16(8):888-901 (T11-T12) and
+  Human lumbar vertebrae, Spine 1992;17(3):299-306 (L1-L5): endplate width 38-54, depth 28-38, body height
+  21-28 mm.
+- Pedicles: Zindrick MR et al., Analysis of the morphometric characteristics of the thoracic and lumbar
+  pedicles, Spine 1987;12(2):160-166: isthmus width about 7-8 mm at T11-T12, 8-9 at L1 rising to 15-18 at
+  L5; height 13-18 mm; transverse angle about 5 degrees at T11-T12, 10-13 at L1 rising to about 30 at L5.
+- Canal: interpedicular distance about 18-20 mm at T11-T12 rising to 24-28 mm at L5 (Zindrick 1987).
+- Discs: lumbar disc height 8-12 mm, lower thoracic 5-8 mm (Frobin W et al., Precision measurement of
+  disc height, vertebral height and sagittal plane displacement, Clin Biomech 1997;12 Suppl 1:S1-S63).
+- Sagittal alignment: lumbar lordosis L1-S1 40-60 degrees, sacral slope 30-50, pelvic tilt 5-20
+  (Roussouly P et al., Spine 2005;30(3):346-353; Legaye J et al., Eur Spine J 1998;7:99-103).
+- Pelvis: inter-ASIS distance 210-260 mm; hip joint centre 30% of it below, 14% medial and 22% posterior
+  of the ASIS (Bell AL et al., J Biomech 1990;23(6):617-621). Acetabular inclination 40-55 and
+  anteversion 12-25 degrees (Tannast M et al., Clin Orthop 2007;455:1-9 reviewing Murray's definitions).
+- Femur: head diameter 40-55 mm, neck-shaft angle 125-135 degrees, anteversion 8-20 degrees, shaft
+  diameter 24-30 mm with a 4-6 mm cortex (Gilligan I et al., Anat Rec 2013;296(5):749-759; Noble PC et al.,
+  Clin Orthop 1988;235:148-165).
+- Hounsfield units: trabecular bone of L1 above about 160 HU healthy and below about 110 HU osteoporotic
+  (Pickhardt PJ et al., Ann Intern Med 2013;158(8):588-595); cortical bone 1000-1900 HU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# level: (body width, body depth, body height, pedicle width, pedicle height, transverse pedicle angle,
+#         canal half width, transverse process length, height of the disc below)
+VERTEBRA_RANGES: dict[str, tuple[tuple[float, float], ...]] = {
+    "T11": ((38, 44), (28, 33), (21, 24), (6.5, 8.5), (15, 18), (2, 8), (8.5, 10), (8, 12), (5, 7)),
+    "T12": ((40, 46), (29, 34), (22, 25), (7, 9), (15, 17), (4, 10), (9, 10.5), (8, 12), (6, 8)),
+    "L1": ((42, 47), (30, 35), (23, 26), (8, 9.5), (14, 16), (9, 13), (10.5, 12), (12, 18), (7, 10)),
+    "L2": ((43, 48), (31, 36), (24, 27), (8.5, 10), (14, 16), (10, 14), (10.5, 12), (15, 20), (8, 11)),
+    "L3": ((45, 50), (32, 37), (24, 27), (9.5, 11.5), (14, 16), (12, 17), (11, 12.5), (18, 25), (9, 12)),
+    "L4": ((46, 52), (33, 38), (24, 27), (11.5, 14), (13.5, 16), (15, 21), (11, 13), (15, 21), (9, 12)),
+    "L5": ((48, 54), (33, 38), (23, 27), (15, 18), (13, 15.5), (25, 31), (12, 14), (14, 20), (8, 12)),
+}
+VERTEBRA_FIELDS = ("body_width", "body_depth", "body_height", "pedicle_width", "pedicle_height",
+                   "pedicle_angle_deg", "canal_half_width", "transverse_process_length", "disc_below_height")
+LORDOSIS_SHARE = {"L5": 0.30, "L4": 0.25, "L3": 0.20, "L2": 0.15, "L1": 0.10}
+
+PELVIS_RANGES = {
+    "inter_asis_mm": (210, 260),
+    "pelvic_incidence_deg": (42, 62),
+    "pelvic_tilt_deg": (5, 20),
+    "lumbar_lordosis_deg": (40, 60),
+    "hip_to_s1_mm": (95, 120),
+    "acetabular_inclination_deg": (40, 55),
+    "acetabular_anteversion_deg": (12, 25),
+    "joint_space_mm": (1.5, 3.0),
+    "femoral_head_diameter_mm": (40, 55),
+    "neck_shaft_angle_deg": (125, 135),
+    "femoral_anteversion_deg": (8, 20),
+    "femoral_shaft_radius_mm": (12, 15),
+    "femoral_cortex_mm": (4, 6),
+    "neck_length_mm": (48, 58),
+}
+
+TISSUE_HU_RANGES = {
+    "air": (-1010, -990),
+    "fat": (-120, -80),
+    "muscle": (35, 60),
+    "skin": (20, 50),
+    "visceral": (-90, -40),
+    "bowel": (15, 40),
+    "gas": (-980, -900),
+    "csf": (5, 20),
+    "disc": (70, 110),
+    "cartilage": (50, 90),
+    "cortical": (1000, 1600),
+    "cancellous": (60, 300),
+    "marrow": (-50, 40),
+    "kidney_cortex": (130, 250),
+    "kidney_medulla": (60, 140),
+    "vessel": (150, 350),
+    "plaque": (400, 1000),
+    "table_shell": (200, 400),
+    "table_foam": (-900, -750),
+}
+
+
+def draw(rng: np.random.Generator, low_high: tuple[float, float], position: float | None = None) -> float:
+    """A value in the range: uniform, or at ``position`` (0..1) with a little jitter of its own."""
+    low, high = low_high
+    if position is None:
+        return float(rng.uniform(low, high))
+    return float(low + (high - low) * np.clip(position + rng.normal(0, 0.15), 0, 1))
+
+
+def draw_vertebra(rng: np.random.Generator, level: str, size: float) -> dict[str, float]:
+    """Dimensions of one level; ``size`` (0..1) keeps a phantom's levels consistently small or large."""
+    return {field: draw(rng, span, size) for field, span in zip(VERTEBRA_FIELDS, VERTEBRA_RANGES[level])}

@@ -1,0 +1,140 @@
+"""Sacrum, hip bones and proximal femurs, built in the pelvis frame, with the truth a hip planner needs.
+
+The pelvis frame has its origin midway between the hip joint centres and columns (patient left, posterior,
+superior). Landmarks follow Bell et al. (1990): each hip joint centre lies 30% of the inter-ASIS distance
+below, 14% medial and 22% posterior of its ASIS. The pubic tubercles lie in the plane of the ASIS
+(the anterior pelvic plane, coronal in this frame). Acetabulum and femoral head are concentric.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from recon.anatomy import LABEL_IDS
+from recon.phantom.morphometry import PELVIS_RANGES, draw
+from recon.phantom.render import Paint
+from recon.phantom.shapes import (Capsule, Cylinder, Difference, Ellipsoid, HalfSpace, Intersection, Offset,
+                                  Shape, Sphere, Union, rotation_about)
+
+SIDES = {"left": 1.0, "right": -1.0}
+SI_JOINT_GAP_MM = 2.5
+
+
+def draw_pelvis(rng: np.random.Generator) -> dict[str, float]:
+    return {name: draw(rng, span) for name, span in PELVIS_RANGES.items()}
+
+
+def build_pelvis(params: dict, origin: np.ndarray, rotation: np.ndarray, tissue: dict[str, float],
+                 rng: np.random.Generator):
+    """Returns (S1 endplate centre, S1 frame, soft paints, bone paints, truth of hips and landmarks)."""
+
+    def world(local):
+        return origin + rotation @ np.asarray(local, float)
+
+    width = params["inter_asis_mm"]
+    hip_half = 0.36 * width
+    tilt = np.radians(params["pelvic_tilt_deg"])
+    sacral_slope = np.radians(params["pelvic_incidence_deg"] - params["pelvic_tilt_deg"])
+    s1_local = params["hip_to_s1_mm"] * np.array([0.0, np.sin(tilt), np.cos(tilt)])
+    s1_rotation = rotation @ rotation_about([1, 0, 0], sacral_slope)
+    sacrum = _sacrum(world(s1_local), s1_rotation)
+    head_radius = params["femoral_head_diameter_mm"] / 2
+    acetabulum_radius = head_radius + params["joint_space_mm"]
+    soft, hips, landmarks = [], {}, {}
+    bones = [Paint(sacrum, tissue["cortical"], LABEL_IDS["sacrum"], layers=((1.5, tissue["cancellous"]),))]
+    for side_name, side in SIDES.items():
+        center_local = np.array([side * hip_half, 0.0, 0.0])
+        asis_local = center_local + np.array([side * 0.14 * width, -0.22 * width, 0.30 * width])
+        tubercle_local = np.array([side * rng.uniform(20, 28), asis_local[1] + rng.uniform(-4, 4),
+                                   -rng.uniform(0.08, 0.13) * width])
+        center = world(center_local)
+        hip = _hip_bone(side, params, world, rotation, center_local, asis_local, tubercle_local, acetabulum_radius)
+        hip = Difference(Difference(hip, Sphere(center, acetabulum_radius)), Offset(sacrum, SI_JOINT_GAP_MM))
+        femur, cancellous, marrow = _femur(side, params, world, rotation, center_local, head_radius)
+        soft.append(Paint(Sphere(center, acetabulum_radius), tissue["cartilage"]))
+        bones += [Paint(hip, tissue["cortical"], LABEL_IDS[f"hip_{side_name}"], layers=((1.5, tissue["cancellous"]),)),
+                  Paint(femur, tissue["cortical"], LABEL_IDS[f"femur_{side_name}"]),
+                  Paint(cancellous, tissue["cancellous"]), Paint(marrow, tissue["marrow"])]
+        hips[side_name] = {
+            "femoral_head_center_lps_mm": center.tolist(),
+            "femoral_head_radius_mm": head_radius,
+            "acetabulum_center_lps_mm": center.tolist(),
+            "acetabulum_radius_mm": acetabulum_radius,
+            "acetabular_inclination_deg": params["acetabular_inclination_deg"],
+            "acetabular_anteversion_deg": params["acetabular_anteversion_deg"],
+            "neck_shaft_angle_deg": params["neck_shaft_angle_deg"],
+            "femoral_anteversion_deg": params["femoral_anteversion_deg"],
+        }
+        landmarks[f"asis_{side_name}"] = world(asis_local).tolist()
+        landmarks[f"pubic_tubercle_{side_name}"] = world(tubercle_local).tolist()
+    return world(s1_local), s1_rotation, soft, bones, {"hips": hips, "landmarks_lps_mm": landmarks}
+
+
+def _sacrum(s1: np.ndarray, frame: np.ndarray) -> Shape:
+    posterior, up = frame[:, 1], frame[:, 2]
+    body = Cylinder(s1 - up * 14, frame, 24.0, 17.0, 14.0)
+    alae = Ellipsoid(s1 - up * 22 + posterior * 8, np.array([56.0, 22.0, 22.0]), frame)
+    lower = Ellipsoid(s1 - up * 58 + posterior * 18, np.array([38.0, 14.0, 45.0]), frame)
+    canal = Capsule(s1 + posterior * 24 + up * 5, s1 + posterior * 30 - up * 85, 6.0)
+    return Difference(Union((body, alae, lower)), canal)
+
+
+def _hip_bone(side, params, world, rotation, center, asis, tubercle, acetabulum_radius) -> Shape:
+    inclination = np.radians(params["acetabular_inclination_deg"])
+    anteversion = np.radians(params["acetabular_anteversion_deg"])
+    opening = rotation @ np.array([side * np.sin(inclination) * np.cos(anteversion), -np.sin(anteversion),
+                                   -np.cos(inclination) * np.cos(anteversion)])
+    socket = Intersection((Sphere(world(center), acetabulum_radius + 6.0),
+                           HalfSpace(world(center) + opening * 0.2 * acetabulum_radius, opening)))
+    flare = np.radians(25)
+    anterior_dir = np.array([side * np.sin(flare), -np.cos(flare), 0.0])
+    wing_frame = rotation @ rotation_about([0, 0, 1], side * flare) @ rotation_about([0, 1, 0], side * np.radians(15))
+    bump = asis + np.array([0.0, 6.0, 0.0])
+    wing_center = bump - anterior_dir * 54
+    wing = Ellipsoid(world(wing_center), np.array([5.0, 60.0, 55.0]), wing_frame)
+    tubercle_center = tubercle + np.array([0.0, 4.0, 0.0])
+    pubic_body = tubercle + np.array([-side * 2.0, 14.0, -10.0])
+    tuberosity = center + np.array([-side * 8.0, 22.0, -62.0])
+    r = acetabulum_radius
+    parts = [
+        socket, wing,
+        Sphere(world(bump), 6.0),
+        Capsule(world(bump), world(center + [side * 4, -0.6 * r, 0.7 * r]), 8.0),
+        Capsule(world(center + [-side * 0.4 * r, -0.6 * r, -0.5 * r]), world(pubic_body), 7.5),
+        Ellipsoid(world(pubic_body), np.array([9.0, 11.0, 18.0]), rotation),
+        Sphere(world(tubercle_center), 4.0),
+        Capsule(world(center + [-side * 0.2 * r, 0.5 * r, -0.7 * r]), world(tuberosity), 9.0),
+        Ellipsoid(world(tuberosity), np.array([12.0, 14.0, 16.0]), rotation),
+        Capsule(world(tuberosity), world(pubic_body + [0, 0, -14]), 6.0),
+        Capsule(world(center + [0, r, 0.5 * r]), world(wing_center + [0, 40, -35]), 9.0),
+        Capsule(world(wing_center + [-side * 10, 48, -10]), world(wing_center + [-side * 26, 40, 5]), 9.0),
+    ]
+    return Union(tuple(parts))
+
+
+def _femur(side, params, world, rotation, center_local, head_radius):
+    """The femur (head, neck, trochanters, shaft), its cancellous interior and its medullary canal."""
+    adduction = np.radians(7)
+    shaft_up_local = np.array([side * np.sin(adduction), 0.0, np.cos(adduction)])
+    medial = np.array([-side, 0.0, 0.0])
+    medial -= (medial @ shaft_up_local) * shaft_up_local
+    medial /= np.linalg.norm(medial)
+    neck_angle = np.radians(180 - params["neck_shaft_angle_deg"])
+    head_dir = np.cos(neck_angle) * shaft_up_local + np.sin(neck_angle) * medial
+    head_dir = rotation_about(shaft_up_local, side * np.radians(params["femoral_anteversion_deg"])) @ head_dir
+    base = center_local - head_dir * params["neck_length_mm"]
+    lateral = -medial
+    up = rotation @ shaft_up_local
+    radius = params["femoral_shaft_radius_mm"]
+    shaft_end = base - shaft_up_local * 320
+    femur = Union((
+        Sphere(world(center_local), head_radius),
+        Capsule(world(center_local), world(base), 0.68 * head_radius),
+        Ellipsoid(world(base + lateral * 10 + shaft_up_local * 20 + [0, 4, 0]), np.array([13.0, 16.0, 20.0]), rotation),
+        Ellipsoid(world(base - shaft_up_local * 38 - lateral * 12 + [0, 9, 0]), np.array([7.0, 7.0, 11.0]), rotation),
+        Capsule(world(base + shaft_up_local * 12), world(shaft_end), radius),
+    ))
+    canal_top = base - shaft_up_local * 45
+    cancellous = Intersection((Offset(femur, -1.5), HalfSpace(world(canal_top), -up)))
+    marrow = Capsule(world(canal_top), world(shaft_end), radius - params["femoral_cortex_mm"])
+    return femur, cancellous, marrow

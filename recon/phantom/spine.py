@@ -1,0 +1,132 @@
+"""Vertebrae T11-L5 stacked on the sacrum: shapes, discs, canal, ribs, and their ground truth.
+
+Each vertebra is built in its own frame (columns: patient left, posterior, superior) at the centre of its
+body. Pedicles are cylinders of elliptic cross-section (the isthmus width and height) around a straight
+axis, so the truth axis runs inside the pedicle by construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from recon.anatomy import LABEL_IDS
+from recon.phantom.morphometry import LORDOSIS_SHARE, draw_vertebra
+from recon.phantom.render import Paint
+from recon.phantom.shapes import Capsule, Cylinder, Shape, Union, rotation_about, segment
+
+LEVELS_CAUDAL_TO_CRANIAL = ("L5", "L4", "L3", "L2", "L1", "T12", "T11")
+SIDES = {"left": 1.0, "right": -1.0}
+
+
+@dataclass(frozen=True, eq=False)
+class Vertebra:
+    level: str
+    center: np.ndarray
+    rotation: np.ndarray  # columns: left, posterior, superior of this vertebra
+    dims: dict[str, float]
+    shape: Shape
+    truth: dict
+
+
+def build_spine(rng: np.random.Generator, s1_center: np.ndarray, s1_rotation: np.ndarray, lordosis_deg: float,
+                tissue: dict[str, float]) -> tuple[list[Paint], list[Paint], dict]:
+    """Soft-tissue paints (discs, canal), bone paints (vertebrae, ribs), and the truth per vertebra."""
+    size = float(rng.uniform(0, 1))
+    scoliosis_deg = float(rng.uniform(-10, 10))
+    origin, rotation = s1_center, s1_rotation
+    soft, bone, truth = [], [], {}
+    for index, level in enumerate(LEVELS_CAUDAL_TO_CRANIAL):
+        dims = draw_vertebra(rng, level, size)
+        segment_deg = lordosis_deg * LORDOSIS_SHARE[level] if level in LORDOSIS_SHARE else float(rng.uniform(-5, 1))
+        bend = np.radians(scoliosis_deg * np.sin(np.pi * index / 6) / 3)
+        mid = rotation @ rotation_about([1, 0, 0], -np.radians(segment_deg) / 2) @ rotation_about([0, 1, 0], bend / 2)
+        top = rotation @ rotation_about([1, 0, 0], -np.radians(segment_deg)) @ rotation_about([0, 1, 0], bend)
+        disc = dims["disc_below_height"]
+        soft.append(Paint(Cylinder(origin + mid[:, 2] * disc / 2, mid, dims["body_width"] / 2 - 1,
+                                   dims["body_depth"] / 2 - 1, disc / 2 + 0.5), tissue["disc"]))
+        inferior = origin + mid[:, 2] * disc
+        center = inferior + top[:, 2] * dims["body_height"] / 2
+        axial = rotation_about([0, 0, 1], np.radians(rng.uniform(-6, 6)))
+        vertebra = _vertebra(level, center, top @ axial, dims, rng)
+        soft.append(Paint(_canal(vertebra), tissue["csf"]))
+        bone.append(Paint(vertebra.shape, tissue["cortical"], LABEL_IDS[f"vertebrae_{level}"],
+                          layers=((1.0, tissue["cancellous"] + rng.normal(0, 15)),)))
+        if level in ("T11", "T12"):
+            bone.extend(_ribs(vertebra, tissue))
+        truth[f"vertebrae_{level}"] = vertebra.truth
+        origin, rotation = center + top[:, 2] * dims["body_height"] / 2, top
+    return soft, bone, truth
+
+
+def _vertebra(level: str, center: np.ndarray, rotation: np.ndarray, dims: dict, rng) -> Vertebra:
+    def world(local):
+        return center + rotation @ np.asarray(local, float)
+
+    up = rotation[:, 2]
+    width, depth, height = dims["body_width"], dims["body_depth"], dims["body_height"]
+    parts: list[Shape] = [Cylinder(center, rotation, width / 2, depth / 2, height / 2)]
+    pedicle_length = float(rng.uniform(14, 20))
+    pedicle_z = 0.1 * height
+    sagittal = np.radians(rng.uniform(-3, 5))
+    spinous_base = np.array([0.0, depth / 2 + pedicle_length + 10, pedicle_z - 2])
+    truth = {
+        "level": level,
+        "body_center_lps_mm": center.tolist(),
+        "superior_endplate": {"center_lps_mm": (center + up * height / 2).tolist(), "normal_lps": up.tolist()},
+        "inferior_endplate": {"center_lps_mm": (center - up * height / 2).tolist(), "normal_lps": (-up).tolist()},
+    }
+    for side_name, side in SIDES.items():
+        angle = np.radians(dims["pedicle_angle_deg"])
+        axis_local = np.array([-side * np.sin(angle) * np.cos(sagittal), -np.cos(angle) * np.cos(sagittal),
+                               np.sin(sagittal)])
+        isthmus = np.array([side * (dims["canal_half_width"] + dims["pedicle_width"] / 2),
+                            depth / 2 + pedicle_length / 2, pedicle_z])
+        junction = isthmus - axis_local * pedicle_length / 2
+        parts.append(segment(world(isthmus + axis_local * (pedicle_length / 2 + 0.3 * depth)), world(junction),
+                             dims["pedicle_width"] / 2, dims["pedicle_height"] / 2, up))
+        lamina_end = spinous_base + [side * 2, 0, 0]
+        parts.append(segment(world(junction + [0, 2, 0]), world(lamina_end), 3.5, 10.0, up))
+        transverse_start = junction + [side * 1, 4, 0]
+        parts.append(Capsule(world(transverse_start),
+                             world(transverse_start + [side * dims["transverse_process_length"], 4, 2]), 4.0))
+        parts.append(Capsule(world(junction + [side * 2, 5, 2]), world(junction + [side * 3, 8, 13]), 4.0))
+        lamina_mid = (junction + spinous_base) / 2
+        parts.append(Capsule(world(lamina_mid + [side * 1, 3, -4]), world(lamina_mid + [side * 1, 6, -17]), 3.8))
+        axis = rotation @ axis_local
+        truth[f"pedicle_{side_name}"] = {
+            "isthmus_center_lps_mm": world(isthmus).tolist(),
+            "axis_lps": (axis / np.linalg.norm(axis)).tolist(),
+            "width_mm": dims["pedicle_width"],
+            "height_mm": dims["pedicle_height"],
+            "transverse_angle_deg": dims["pedicle_angle_deg"],
+            "sagittal_angle_deg": float(np.degrees(sagittal)),
+        }
+    spinous_length = float(rng.uniform(24, 32))
+    tip = spinous_base + spinous_length * np.array([0, np.cos(0.45), -np.sin(0.45)])
+    parts.append(segment(world(spinous_base), world(tip), 3.0, 9.0, up))
+    return Vertebra(level, center, rotation, dims, Union(tuple(parts)), truth)
+
+
+def _canal(vertebra: Vertebra) -> Shape:
+    dims = vertebra.dims
+    center = vertebra.center + vertebra.rotation @ np.array([0, dims["body_depth"] / 2 + 8, 0])
+    return Cylinder(center, vertebra.rotation, dims["canal_half_width"] + 1, 9.0,
+                    dims["body_height"] / 2 + dims["disc_below_height"])
+
+
+def _ribs(vertebra: Vertebra, tissue: dict[str, float]) -> list[Paint]:
+    """Floating ribs: from the transverse process tips along an arc laterally and forwards; bone that
+    carries no label of ours, as real ribs next to T11-T12 do."""
+    dims = vertebra.dims
+    sweep = np.linspace(0.6, 2.3 if vertebra.level == "T11" else 1.9, 6)
+    paints = []
+    for side in SIDES.values():
+        arc = [np.array([side * 115 * np.sin(t), -20 + 65 * np.cos(t), -12 * (t - sweep[0])]) for t in sweep]
+        tip = np.array([side * (dims["canal_half_width"] + dims["pedicle_width"] + dims["transverse_process_length"]),
+                        dims["body_depth"] / 2 + 26, 2.0])
+        for start, end in zip([tip] + arc[:-1], arc):
+            rib = Capsule(vertebra.center + vertebra.rotation @ start, vertebra.center + vertebra.rotation @ end, 5.0)
+            paints.append(Paint(rib, tissue["cortical"] * 0.8, layers=((1.5, tissue["cancellous"]),)))
+    return paints
