@@ -9,6 +9,7 @@ import numpy as np
 from recon.errors import GeometryError
 
 ORTHONORMAL_TOLERANCE = 1e-4
+MAX_VOXELS = 2**30  # the largest grid recon agrees to allocate (4 GiB of float32)
 
 
 @dataclass(frozen=True)
@@ -63,12 +64,13 @@ class Grid:
         return (offset @ self.direction_matrix) / np.asarray(self.spacing_mm)
 
     def same_as(self, other: Grid, *, tolerance_mm: float = 1e-4) -> bool:
-        """True when both grids have the same shape and place every voxel within ``tolerance_mm``."""
+        """True when both grids have the same shape and place every voxel within ``tolerance_mm``
+        (checked at the corner voxels, so a small rotation of a large grid counts)."""
         return (
             self.shape == other.shape
             and np.allclose(self.spacing_mm, other.spacing_mm, rtol=0, atol=tolerance_mm)
-            and np.allclose(self.origin_lps_mm, other.origin_lps_mm, rtol=0, atol=tolerance_mm)
             and np.allclose(self.direction, other.direction, rtol=0, atol=ORTHONORMAL_TOLERANCE)
+            and np.allclose(self.corners_lps(), other.corners_lps(), rtol=0, atol=tolerance_mm)
         )
 
     def corners_lps(self) -> np.ndarray:

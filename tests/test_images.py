@@ -118,3 +118,16 @@ def test_four_dimensional_images_are_refused(tmp_path):
 def test_a_two_dimensional_mha_becomes_one_slice(tmp_path):
     sitk.WriteImage(sitk.GetImageFromArray(np.ones((5, 7), np.int16)), str(tmp_path / "slice.mha"))
     assert load_ct(tmp_path / "slice.mha").grid.shape == (7, 5, 1)
+
+
+def test_a_sheared_affine_is_refused(tmp_path):
+    affine = np.eye(4)
+    affine[0, 1] = 0.5
+    with pytest.raises(InputError, match="sheared"):
+        load_ct(nifti(tmp_path, affine))
+
+
+def test_a_five_dimensional_mha_with_trailing_unit_axes_loads(tmp_path):
+    image = sitk.Image([4, 3, 2, 1, 1], sitk.sitkInt16)
+    sitk.WriteImage(image, str(tmp_path / "five.mha"))
+    assert load_ct(tmp_path / "five.mha").grid.shape == (4, 3, 2)

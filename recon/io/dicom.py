@@ -29,12 +29,12 @@ from recon.errors import (
     NoCTSeriesError,
     TooLargeError,
 )
+from recon.geometry import MAX_VOXELS
 from recon.io.dicom_files import DicomFile, read_dicom_files
 from recon.io.slices import Frame, StackedSlices, stack_frames
 
 log = logging.getLogger(__name__)
 
-MAX_VOXELS = 2**30
 PIXEL_DATA_TAG = 0x7FE00010
 NATIVE_LITTLE_ENDIAN = {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
 CT_SOP_CLASSES = {
@@ -55,12 +55,12 @@ NON_IMAGE_SOP_PREFIXES = {
 }
 SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
 DECODER_PACKAGES = {
-    "1.2.840.10008.1.2.4.50": "pylibjpeg-libjpeg",
-    "1.2.840.10008.1.2.4.51": "pylibjpeg-libjpeg",
-    "1.2.840.10008.1.2.4.57": "pylibjpeg-libjpeg",
-    "1.2.840.10008.1.2.4.70": "pylibjpeg-libjpeg",
-    "1.2.840.10008.1.2.4.80": "pylibjpeg-libjpeg",
-    "1.2.840.10008.1.2.4.81": "pylibjpeg-libjpeg",
+    "1.2.840.10008.1.2.4.50": "python-gdcm",
+    "1.2.840.10008.1.2.4.51": "python-gdcm",
+    "1.2.840.10008.1.2.4.57": "python-gdcm",
+    "1.2.840.10008.1.2.4.70": "python-gdcm",
+    "1.2.840.10008.1.2.4.80": "python-gdcm",
+    "1.2.840.10008.1.2.4.81": "python-gdcm",
     "1.2.840.10008.1.2.4.90": "pylibjpeg-openjpeg",
     "1.2.840.10008.1.2.4.91": "pylibjpeg-openjpeg",
     "1.2.840.10008.1.2.4.201": "pylibjpeg-openjpeg",
@@ -257,7 +257,7 @@ def _split_series(uid: str, members: list[DicomFile]) -> list[Series]:
         derived = derived or _is_derived(file.dataset)
     groups = _geometry_groups(frames)
     result = [
-        Series(uid, modality, description, len(members), skipped_reason=f"{reason} ({count} files)")
+        Series(uid, modality, description, count, skipped_reason=reason)
         for reason, count in skipped.items()
     ]
     groups.sort(key=len, reverse=True)
@@ -336,12 +336,10 @@ class PixelSource:
         return array[index] if array.ndim == 3 else array
 
     def _decode(self) -> np.ndarray:
-        native = read_native_pixels(self.file)
-        if native is not None:
-            return native
         try:
-            return self.file.dataset.pixel_array
-        except (KeyboardInterrupt, SystemExit):
+            native = read_native_pixels(self.file)
+            return native if native is not None else self.file.dataset.pixel_array
+        except (KeyboardInterrupt, SystemExit, CorruptFileError):
             raise
         except BaseException as err:  # decoders raise many types on damaged data; Rust ones panic
             raise CorruptFileError(

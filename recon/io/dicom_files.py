@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.fileset import FileSet
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from recon.errors import InputError, TooLargeError
 
@@ -106,8 +107,8 @@ def _read_zip(path: Path) -> tuple[list[DicomFile], list[UnreadableFile]]:
                 )
             try:
                 data = archive.read(member)
-            except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as err:
-                unreadable.append(UnreadableFile(label, f"cannot extract from the zip: {err}"))
+            except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as err:
+                unreadable.append(UnreadableFile(label, f"cannot extract from the zip (encrypted or damaged): {err}"))
                 continue
             if looks_like_dicom(data[:132]):
                 _parse(label, io.BytesIO(data), files, unreadable)
@@ -129,7 +130,19 @@ def _parse(label: str, source, files: list[DicomFile], unreadable: list[Unreadab
         return
     if media_class == DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in dataset:
         return
+    _name_detected_encoding(dataset)
     files.append(DicomFile(label, dataset))
+
+
+def _name_detected_encoding(dataset: Dataset) -> None:
+    """A bare dataset (no Part 10 header) gets the transfer syntax pydicom detected while reading it."""
+    if getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None):
+        return
+    implicit, little = dataset.original_encoding
+    syntax = ImplicitVRLittleEndian if implicit else (ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+    if not hasattr(dataset, "file_meta"):
+        dataset.file_meta = FileMetaDataset()
+    dataset.file_meta.TransferSyntaxUID = syntax
 
 
 def _dicomdir_members(path: Path) -> list[Path]:

@@ -14,15 +14,15 @@ import numpy as np
 import SimpleITK as sitk
 
 from recon.errors import InputError, TooLargeError
-from recon.geometry import Grid, is_orthonormal, nearest_orthonormal
+from recon.geometry import MAX_VOXELS, Grid, angle_between_deg, is_orthonormal, nearest_orthonormal
 from recon.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
-MAX_VOXELS = 2**30
 FLIP_RAS_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+MAX_SHEAR_DEG = 1.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -82,19 +82,31 @@ def grid_from_affine(affine_lps: np.ndarray, shape: tuple[int, ...], source: Pat
     warnings = []
     if not is_orthonormal(direction):
         repaired = nearest_orthonormal(direction)
-        angle = np.degrees(np.arccos(np.clip((np.trace(repaired.T @ direction) - 1) / 2, -1, 1)))
-        warnings.append(f"the affine is sheared; replaced by the nearest orthogonal one ({angle:.2f} degrees off)")
+        angle = max(angle_between_deg(a, b) for a, b in zip(direction.T, repaired.T))
+        if angle > MAX_SHEAR_DEG:
+            raise InputError(
+                f"{source}: the image affine is sheared by {angle:.2f} degrees; recon needs an orthogonal grid: "
+                "resample the image onto one (e.g. with SimpleITK or 3D Slicer) and try again"
+            )
+        warnings.append(f"the affine is sheared; replaced by the nearest orthogonal one ({angle:.3f} degrees off)")
         direction = repaired
     grid = Grid(shape=shape, spacing_mm=spacing, origin_lps_mm=affine_lps[:3, 3], direction=direction.ravel())
     return grid, warnings
 
 
 def _read_nifti(path: Path) -> GriddedArray:
-    unreadable = (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError, TypeError)
+    unreadable = (nib.filebasedimages.ImageFileError, nib.spatialimages.HeaderDataError, OSError, EOFError,
+                  ValueError, TypeError)
     try:
         image = nib.load(path)
     except unreadable as err:
         raise InputError(f"{path}: unreadable NIfTI ({type(err).__name__}: {err}); check the file is complete") from err
+    try:
+        dtype = image.header.get_data_dtype()
+    except unreadable as err:
+        raise InputError(f"{path}: NIfTI header has an invalid data type ({err}); the file is damaged") from err
+    if dtype.kind not in "iuf" or dtype.fields is not None:
+        raise InputError(f"{path}: NIfTI voxels are {dtype}, not scalar numbers; recon needs a scalar CT volume")
     shape = _three_d_shape(tuple(int(n) for n in image.header.get_data_shape()), path)
     affine_ras, warnings = _nifti_affine(image.header)
     try:
@@ -141,7 +153,7 @@ def _read_itk(path: Path) -> GriddedArray:
     except RuntimeError as err:
         raise InputError(f"{path}: unreadable image ({str(err).strip().splitlines()[-1]}); check the file") from err
     if dimension > 3:
-        image = image[:, :, :, 0]
+        image = sitk.Extract(image, list(size[:3]) + [0] * (dimension - 3), [0] * dimension)
         dimension = 3
     array = sitk.GetArrayViewFromImage(image).T if dimension >= 3 else sitk.GetArrayFromImage(image).T[..., None]
     direction = np.eye(3)

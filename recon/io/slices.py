@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from recon.errors import CorruptFileError, InputError
-from recon.geometry import Grid, angle_between_deg
+from recon.errors import CorruptFileError, InputError, TooLargeError
+from recon.geometry import MAX_VOXELS, Grid, angle_between_deg
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,8 @@ DUPLICATE_POSITION_MM = 1e-3
 EVEN_TOLERANCE_MM = 0.005
 EVEN_TOLERANCE_FRACTION = 0.01
 TILT_SHIFT_PIXELS = 0.05
+MAX_SHIFT_RESIDUAL_PIXELS = 1.0
+MAX_TILT_DEG = 45.0
 MAX_UPSAMPLING = 8
 INT16 = np.iinfo(np.int16)
 ALIGNMENT_TOLERANCE = 0.1
@@ -57,7 +59,10 @@ class Frame:
 
     @property
     def column_direction(self) -> np.ndarray:
-        return self.orientation[3:] / np.linalg.norm(self.orientation[3:])
+        """The column direction made exactly orthogonal to the row direction (headers round to 1e-6)."""
+        row = self.row_direction
+        column = self.orientation[3:] - (self.orientation[3:] @ row) * row
+        return column / np.linalg.norm(column)
 
     @property
     def normal(self) -> np.ndarray:
@@ -108,7 +113,9 @@ def stack_frames(frames: list[Frame], *, source: str) -> StackedSlices:
     spacing_i, spacing_j = float(first.pixel_spacing_mm[1]), float(first.pixel_spacing_mm[0])
     shifts_ij = _in_plane_shifts(frames, heights, normal, spacing_i, spacing_j)
     tilt_deg = 0.0 if len(frames) < 2 else angle_between_deg(normal, frames[-1].position - frames[0].position)
+    _check_shifts(shifts_ij, heights, tilt_deg, source)
     slice_spacing, warnings = _slice_spacing(frames, heights, source)
+    _check_resampled_size(shifts_ij, heights, slice_spacing, first, source)
     hu_kji = _hounsfield_stack(frames)
     origin = frames[0].position.copy()
     tilted = np.abs(shifts_ij).max() > TILT_SHIFT_PIXELS
@@ -145,13 +152,41 @@ def _hounsfield_stack(frames: list[Frame]) -> np.ndarray:
     dtype = np.dtype(np.int16 if fits and all(p.dtype.kind in "ui" for p in stored) else np.float32)
     hu = np.empty((len(frames), frames[0].rows, frames[0].cols), dtype=dtype)
     for frame, pixels, out in zip(frames, stored, hu):
-        # int16 arithmetic wraps modulo 2**16, so the result is exact whenever the final value fits
-        np.copyto(out, pixels, casting="unsafe")
-        if frame.slope != 1:
-            np.multiply(out, dtype.type(frame.slope), out=out, casting="unsafe")
-        if frame.intercept != 0:
-            np.add(out, dtype.type(frame.intercept), out=out, casting="unsafe")
+        if dtype == np.int16 and frame.slope == 1:
+            # the sum is exact modulo 2**16, so wrapping the intercept into int16 is exact whenever the HU fits
+            np.add(pixels, np.array(int(frame.intercept)).astype(np.int16), out=out, casting="unsafe")
+        elif dtype == np.int16:
+            out[...] = pixels.astype(np.int32) * int(frame.slope) + int(frame.intercept)
+        else:
+            np.multiply(pixels, np.float32(frame.slope), out=out, dtype=np.float32)
+            out += np.float32(frame.intercept)
     return hu
+
+
+def _check_shifts(shifts_ij: np.ndarray, heights: np.ndarray, tilt_deg: float, source: str) -> None:
+    """In-plane offsets must grow in step with height (a tilt), not jump about (inconsistent positions)."""
+    if len(heights) < 3 or np.abs(shifts_ij).max() <= TILT_SHIFT_PIXELS:
+        return
+    design = np.column_stack([np.ones_like(heights), heights])
+    fit, *_ = np.linalg.lstsq(design, shifts_ij, rcond=None)
+    residual = float(np.abs(design @ fit - shifts_ij).max())
+    if residual > MAX_SHIFT_RESIDUAL_PIXELS or tilt_deg > MAX_TILT_DEG:
+        raise InputError(
+            f"{source}: slice positions are inconsistent (in-plane offsets off a straight line by up to "
+            f"{residual:.1f} pixels, apparent tilt {tilt_deg:.1f} degrees); a slice has a damaged "
+            "ImagePositionPatient or the folder mixes series: check the files or load one series"
+        )
+
+
+def _check_resampled_size(shifts_ij, heights, spacing: float, first: Frame, source: str) -> None:
+    extent = np.ceil(np.ptp(shifts_ij, axis=0)) + 1 if len(heights) > 1 else np.ones(2)
+    n_slices = (heights[-1] - heights[0]) / spacing + 1
+    voxels = (first.cols + extent[0]) * (first.rows + extent[1]) * n_slices
+    if voxels > MAX_VOXELS:
+        raise TooLargeError(
+            f"{source}: resampling these slices would need {voxels:.3g} voxels, more than the {MAX_VOXELS} recon "
+            "allocates; check the slice positions or load fewer slices"
+        )
 
 
 def _check_orientation(frame: Frame) -> None:
