@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from recon import __version__
-from recon.errors import ReconError
+from recon.errors import InputError, ReconError
 
 EXIT_INPUT_ERROR = 1
 EXIT_INTERNAL_ERROR = 70
@@ -63,6 +63,22 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--series", metavar="UID", help="SeriesInstanceUID to load instead of the automatic choice")
     convert.set_defaults(command=_convert)
 
+    synth = commands.add_parser("synth", help="write synthetic CT phantoms with labels and ground truth")
+    synth.add_argument("-o", "--output", required=True, help="output folder; each case goes to DIR/phantom_<seed>/")
+    synth.add_argument("--count", type=int, default=1, help="number of phantoms (default 1)")
+    synth.add_argument("--seed", type=int, default=0, help="seed of the first phantom (default 0)")
+    synth.add_argument("--size", choices=("small", "clinical"), default="small",
+                       help="small: 128^3 at 2 mm; clinical: 512 x 512 x 300 at 0.7 x 0.7 x 1 mm")
+    synth.add_argument("--format", choices=("dicom", "nifti"), default="dicom", help="CT as a DICOM series or NIfTI")
+    synth.set_defaults(command=_synth)
+
+    preview = commands.add_parser("preview", help="PNG of axial, coronal and sagittal slices at a bone window")
+    preview.add_argument("input", help="anything 'recon info' reads")
+    preview.add_argument("--labels", help="label image to outline (labels.json beside it names the labels)")
+    preview.add_argument("--series", metavar="UID", help="SeriesInstanceUID to load instead of the automatic choice")
+    preview.add_argument("-o", "--output", required=True, help="PNG file to write")
+    preview.set_defaults(command=_preview)
+
     demo = commands.add_parser("demo", help="run what recon can do on its built-in example")
     demo.add_argument("-o", "--output", default="demo_out", help="output folder (default: demo_out)")
     demo.set_defaults(command=_demo)
@@ -85,12 +101,34 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _synth(args: argparse.Namespace) -> int:
+    from recon.phantom.synth import synthesize
+
+    if args.count < 1:
+        raise InputError(f"--count must be at least 1, got {args.count}")
+    for case in synthesize(args.output, count=args.count, seed=args.seed, size=args.size, fmt=args.format):
+        print(f"wrote {case}")
+    return 0
+
+
+def _preview(args: argparse.Namespace) -> int:
+    from recon.io.labels import read_label_map
+    from recon.io.loading import load_ct
+    from recon.preview import render_preview
+
+    labels = read_label_map(args.labels) if args.labels else None
+    target = render_preview(load_ct(args.input, series_uid=args.series), args.output, labels=labels)
+    print(f"wrote {target}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from recon.example import run_demo
 
     description = run_demo(args.output)
     print(_info_text(description))
-    print(f"wrote the example DICOM series, its NIfTI conversion and info.json to {args.output}/")
+    print(f"wrote the example phantom (DICOM, labels, truth), its NIfTI conversion, preview.png and info.json "
+          f"to {args.output}/")
     return 0
 
 

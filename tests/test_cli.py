@@ -52,7 +52,7 @@ def test_unknown_output_format_is_refused_before_loading(series, tmp_path, capsy
     assert ".nii.gz" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", [[], ["info"], ["convert"], ["demo"]])
+@pytest.mark.parametrize("command", [[], ["info"], ["convert"], ["demo"], ["synth"], ["preview"]])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([*command, "--help"])
@@ -63,8 +63,18 @@ def test_every_command_has_help(command, capsys):
 def test_demo_writes_its_outputs(tmp_path, capsys):
     assert main(["demo", "-o", str(tmp_path / "demo")]) == 0
     assert (tmp_path / "demo" / "example_ct.nii.gz").is_file()
+    assert (tmp_path / "demo" / "preview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     info = json.loads((tmp_path / "demo" / "info.json").read_text())
-    assert info["volume"]["shape_ijk"] == [160, 128, 48]
+    assert info["volume"]["shape_ijk"] == [128, 128, 128]
+
+
+def test_synth_and_preview_commands(tmp_path, capsys):
+    assert main(["synth", "-o", str(tmp_path), "--seed", "4", "--format", "nifti"]) == 0
+    case = tmp_path / "phantom_00004"
+    assert main(["preview", str(case / "ct.nii.gz"), "--labels", str(case / "labels.nii.gz"),
+                 "-o", str(tmp_path / "view.png")]) == 0
+    assert (tmp_path / "view.png").stat().st_size > 10_000
+    assert main(["synth", "-o", str(tmp_path), "--count", "0"]) == EXIT_INPUT_ERROR
 
 
 def test_patient_identifiers_never_reach_the_output(series, tmp_path, capsys):

@@ -67,8 +67,9 @@ def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] 
     present = {int(i) for i in np.unique(labels)} - {0}
     label_map = LabelMap(grid, labels, {i: name for i, name in LABEL_NAMES.items() if i in present})
     for vertebra in vertebrae.values():
-        index = grid.lps_to_index(np.asarray(vertebra["body_center_lps_mm"]))
-        vertebra["in_field_of_view"] = bool(np.all((index >= -0.5) & (index <= np.asarray(grid.shape) - 0.5)))
+        vertebra["in_field_of_view"] = _in_view(grid, vertebra["body_center_lps_mm"])
+    for hip in pelvis_truth["hips"].values():
+        hip["in_field_of_view"] = _in_view(grid, hip["femoral_head_center_lps_mm"])
     truth = {
         "vertebrae": vertebrae,
         **pelvis_truth,
@@ -106,3 +107,8 @@ def _grid(rng, size, shape, spacing_mm, vertebrae, hips) -> Grid:
     center[1] = l2[1] - 30 + rng.uniform(-10, 10)
     origin = center - (np.asarray(shape) - 1) / 2 * spacing
     return Grid(shape, spacing, origin)
+
+
+def _in_view(grid: Grid, point_lps_mm) -> bool:
+    index = grid.lps_to_index(np.asarray(point_lps_mm))
+    return bool(np.all((index >= -0.5) & (index <= np.asarray(grid.shape) - 0.5)))

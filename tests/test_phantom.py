@@ -1,0 +1,135 @@
+"""Phantoms: reproducible, plausible, and their truth agrees with their own label map."""
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from recon.anatomy import LABEL_IDS
+from recon.io.labels import read_label_map
+from recon.io.loading import load_ct
+from recon.phantom import make_phantom
+from recon.phantom.synth import synthesize
+
+SEEDS = (1, 2, 3)
+
+
+@pytest.fixture(scope="module")
+def phantoms():
+    return {seed: make_phantom(seed) for seed in SEEDS}
+
+
+def label_at(phantom, points):
+    index = np.round(phantom.labels.grid.lps_to_index(np.atleast_2d(points))).astype(int)
+    inside = np.all((index >= 0) & (index < phantom.labels.grid.shape), axis=1)
+    values = np.full(len(index), -1)
+    values[inside] = phantom.labels.labels[tuple(index[inside].T)]
+    return values
+
+
+def test_the_same_seed_gives_the_same_phantom(phantoms):
+    again = make_phantom(SEEDS[0])
+    np.testing.assert_array_equal(again.ct.hu, phantoms[SEEDS[0]].ct.hu)
+    np.testing.assert_array_equal(again.labels.labels, phantoms[SEEDS[0]].labels.labels)
+    assert json.dumps(again.truth) == json.dumps(phantoms[SEEDS[0]].truth)
+
+
+def test_different_seeds_give_different_anatomy(phantoms):
+    heads = [p.truth["hips"]["left"]["femoral_head_radius_mm"] for p in phantoms.values()]
+    assert len(set(heads)) == len(heads)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_pedicle_axes_run_inside_their_pedicles_through_the_isthmus(phantoms, seed):
+    phantom = phantoms[seed]
+    checked = 0
+    for name, vertebra in phantom.truth["vertebrae"].items():
+        for side in ("left", "right"):
+            pedicle = vertebra[f"pedicle_{side}"]
+            center, axis = np.asarray(pedicle["isthmus_center_lps_mm"]), np.asarray(pedicle["axis_lps"])
+            along = center + np.linspace(-4, 4, 9)[:, None] * axis
+            values = label_at(phantom, along)
+            if np.any(values < 0):
+                continue  # outside the field of view
+            assert np.all(values == LABEL_IDS[name]), (name, side, values)
+            medial = np.cross(axis, np.asarray(vertebra["superior_endplate"]["normal_lps"]))
+            medial *= -np.sign(medial @ (np.asarray(vertebra["body_center_lps_mm"]) - center)) * -1
+            canal = center + medial * (pedicle["width_mm"] / 2 + 3.0)
+            assert label_at(phantom, canal)[0] != LABEL_IDS[name], (name, side, "medial wall missing")
+            checked += 1
+    assert checked >= 4
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_femoral_head_and_acetabulum_spheres_match_their_voxels(phantoms, seed):
+    phantom = phantoms[seed]
+    grid = phantom.labels.grid
+    voxel = max(grid.spacing_mm)
+    for side, hip in phantom.truth["hips"].items():
+        if not hip["in_field_of_view"]:
+            continue
+        center, radius = np.asarray(hip["femoral_head_center_lps_mm"]), hip["femoral_head_radius_mm"]
+        femur = grid.index_to_lps(np.argwhere(phantom.labels.labels == LABEL_IDS[f"femur_{side}"]))
+        head_top = femur[(femur[:, 2] > center[2] + 0.3 * radius) & (np.linalg.norm(femur - center, axis=1) < radius + 5)]
+        assert len(head_top) > 20
+        assert abs(np.linalg.norm(head_top - center, axis=1).max() - radius) <= voxel
+        pelvis = grid.index_to_lps(np.argwhere(phantom.labels.labels == LABEL_IDS[f"hip_{side}"]))
+        nearest = np.linalg.norm(pelvis - center, axis=1).min()
+        assert abs(nearest - hip["acetabulum_radius_mm"]) <= voxel
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_landmarks_lie_on_the_hip_bones_and_endplates_on_their_bodies(phantoms, seed):
+    phantom = phantoms[seed]
+    grid = phantom.labels.grid
+    for side in ("left", "right"):
+        bone = grid.index_to_lps(np.argwhere(phantom.labels.labels == LABEL_IDS[f"hip_{side}"]))
+        for landmark in (f"asis_{side}", f"pubic_tubercle_{side}"):
+            point = np.asarray(phantom.truth["landmarks_lps_mm"][landmark])
+            if not np.all((grid.lps_to_index(point) >= 0) & (grid.lps_to_index(point) < grid.shape)):
+                continue
+            assert np.linalg.norm(bone - point, axis=1).min() <= np.linalg.norm(grid.spacing_mm), landmark
+    for name, vertebra in phantom.truth["vertebrae"].items():
+        for endplate in ("superior_endplate", "inferior_endplate"):
+            center = np.asarray(vertebra[endplate]["center_lps_mm"])
+            normal = np.asarray(vertebra[endplate]["normal_lps"])
+            inside, outside = label_at(phantom, [center - 2.5 * normal, center + 2.5 * normal])
+            if inside >= 0 and outside >= 0:
+                assert inside == LABEL_IDS[name] and outside != LABEL_IDS[name], (name, endplate)
+
+
+def test_hounsfield_units_are_plausible(phantoms):
+    for phantom in phantoms.values():
+        hu, labels = phantom.ct.hu, phantom.labels.labels
+        bone = np.median(hu[(labels >= LABEL_IDS["vertebrae_L1"]) & (labels <= LABEL_IDS["vertebrae_L5"])])
+        assert 50 < bone < 700
+        assert -1010 < np.median(hu[hu < -900]) < -950
+        assert phantom.ct.hu.dtype == np.int16
+
+
+def test_synth_writes_a_dicom_series_that_recon_and_simpleitk_read(tmp_path):
+    case = synthesize(tmp_path, count=1, seed=5, size="small", fmt="dicom")[0]
+    phantom = make_phantom(5)
+    ct = load_ct(case / "ct")
+    assert ct.grid.same_as(phantom.ct.grid, tolerance_mm=1e-3)
+    np.testing.assert_array_equal(ct.hu, phantom.ct.hu)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(case / "ct")))
+    image = reader.Execute()
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(image).transpose(2, 1, 0), phantom.ct.hu)
+    np.testing.assert_allclose(image.GetOrigin(), phantom.ct.grid.origin_lps_mm, atol=1e-3)
+    labels = read_label_map(case / "labels.nii.gz")
+    assert labels.grid.same_as(phantom.ct.grid, tolerance_mm=1e-3)
+    assert set(labels.names.values()) == set(phantom.labels.names.values())
+    truth = json.loads((case / "truth.json").read_text())
+    assert truth["generator"]["seed"] == 5
+    assert {"hips", "vertebrae", "landmarks_lps_mm"} <= set(truth)
+    l4 = truth["vertebrae"]["vertebrae_L4"]
+    assert {"body_center_lps_mm", "superior_endplate", "inferior_endplate", "pedicle_left", "pedicle_right"} <= set(l4)
+
+
+def test_synth_writes_nifti_on_request(tmp_path):
+    case = synthesize(tmp_path, count=2, seed=8, size="small", fmt="nifti")[1]
+    assert case.name == "phantom_00009"
+    assert load_ct(case / "ct.nii.gz").grid.shape == (128, 128, 128)
