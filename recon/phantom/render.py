@@ -57,6 +57,8 @@ def _paint(grid: Grid, hu: np.ndarray, labels: np.ndarray, paint: Paint, ramp_mm
         return
     (i0, i1), (j0, j1), (k0, k1) = box
     step = max(1, int(COARSE_CELL_MM // max(grid.spacing_mm)))
+    if paint.smooth:
+        step *= 2
     slab = max(step, SLAB_VOXELS // ((i1 - i0) * (j1 - j0)) // step * step)
     band_mm = ramp_mm + step * float(np.linalg.norm(grid.spacing_mm))
     for k_start in range(k0, k1, slab):
