@@ -140,7 +140,10 @@ class Union(Shape):
     parts: tuple[Shape, ...]
 
     def sdf(self, points):
-        return np.minimum.reduce([_near_only(part, points) for part in self.parts])
+        distance = _near_only(self.parts[0], points)
+        for part in self.parts[1:]:
+            np.minimum(distance, _near_only(part, points), out=distance)
+        return distance
 
     def bounds(self):
         lows, highs = zip(*(part.bounds() for part in self.parts))
@@ -154,10 +157,14 @@ def _near_only(part: Shape, points: np.ndarray) -> np.ndarray:
     a few millimetres deep. Points must be (N, 3).
     """
     low, high = part.bounds()
-    near = np.all((points >= low - FAR_MM) & (points <= high + FAR_MM), axis=-1)
+    center, reach = (low + high) / 2, (high - low) / 2 + FAR_MM
+    near = np.ones(points.shape[0], dtype=bool)
+    for axis in range(3):
+        if np.isfinite(reach[axis]):
+            near &= np.abs(points[:, axis] - np.float32(center[axis])) <= reach[axis]
     distance = np.full(points.shape[0], FAR_MM, dtype=points.dtype)
     if near.all():
-        return part.sdf(points).astype(points.dtype, copy=False)
+        return np.asarray(part.sdf(points), dtype=points.dtype)
     if near.any():
         distance[near] = part.sdf(points[near])
     return distance
@@ -168,7 +175,10 @@ class Intersection(Shape):
     parts: tuple[Shape, ...]
 
     def sdf(self, points):
-        return np.maximum.reduce([part.sdf(points) for part in self.parts])
+        distance = np.array(self.parts[0].sdf(points))
+        for part in self.parts[1:]:
+            np.maximum(distance, part.sdf(points), out=distance)
+        return distance
 
     def bounds(self):
         lows, highs = zip(*(part.bounds() for part in self.parts))
