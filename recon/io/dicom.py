@@ -12,6 +12,7 @@ import logging
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +90,7 @@ class Series:
         normal = self.frames[0].normal if self.frames else np.zeros(3)
         return bool(abs(normal[2]) >= max(abs(normal[0]), abs(normal[1])))
 
-    @property
+    @cached_property
     def slice_spacing_mm(self) -> float:
         heights = sorted(float(frame.position @ frame.normal) for frame in self.frames)
         if len(heights) < 2:
@@ -514,28 +515,47 @@ def _positive_int(dataset: Dataset, keyword: str, label: str) -> int:
     return value
 
 
+def _decimals(dataset: Dataset, keyword: str) -> list[float] | None:
+    """The numbers of a decimal-string (DS) element, or None when it is absent or empty.
+
+    Reads the raw bytes when pydicom has not converted the element yet: converting to pydicom's DS
+    objects is the slowest part of scanning a large series.
+    """
+    element = dataset.get_item(keyword) if keyword in dataset else None
+    if element is None:
+        return None
+    value = element.value
+    if isinstance(value, bytes):
+        text = value.decode("ascii", errors="replace").strip(" \0")
+        return [float(part) for part in text.split("\\")] if text else None
+    if value is None or value == "":
+        return None
+    return [float(v) for v in (value if isinstance(value, list | tuple) or hasattr(value, "__iter__") and
+                               not isinstance(value, str) else [value])]
+
+
 def _vector(dataset: Dataset, keyword: str, length: int, label: str) -> np.ndarray:
-    raw = dataset.get(keyword)
     try:
-        vector = np.array([float(v) for v in raw], dtype=float)
+        values = _decimals(dataset, keyword)
     except (TypeError, ValueError) as err:
-        raise InputError(f"{label}: {keyword} is missing or not numeric; cannot place the image in space") from err
+        raise InputError(f"{label}: {keyword} is not numeric; cannot place the image in space") from err
+    vector = np.array(values if values is not None else [], dtype=float)
     if vector.shape != (length,) or not np.all(np.isfinite(vector)):
-        raise InputError(f"{label}: {keyword} must be {length} finite numbers, got {list(raw)}")
+        raise InputError(f"{label}: {keyword} must be {length} finite numbers, got {values}; "
+                         "cannot place the image in space")
     return vector
 
 
 def _number(dataset: Dataset, keyword: str, default: float, label: str) -> float:
-    raw = dataset.get(keyword)
-    if raw is None or raw == "":
-        return default
     try:
-        value = float(raw)
+        values = _decimals(dataset, keyword)
     except (TypeError, ValueError) as err:
-        raise InputError(f"{label}: {keyword} is not a number ({raw!r})") from err
-    if not np.isfinite(value):
-        raise InputError(f"{label}: {keyword} is not finite ({raw!r})")
-    return value
+        raise InputError(f"{label}: {keyword} is not a number") from err
+    if values is None:
+        return default
+    if len(values) != 1 or not np.isfinite(values[0]):
+        raise InputError(f"{label}: {keyword} must be one finite number, got {values}")
+    return values[0]
 
 
 def _short(uid: str) -> str:

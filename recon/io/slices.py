@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from scipy import ndimage
@@ -53,18 +54,18 @@ class Frame:
     pixels: Callable[[], np.ndarray]
     transfer_syntax: str = ""
 
-    @property
+    @cached_property
     def row_direction(self) -> np.ndarray:
         return self.orientation[:3] / np.linalg.norm(self.orientation[:3])
 
-    @property
+    @cached_property
     def column_direction(self) -> np.ndarray:
         """The column direction made exactly orthogonal to the row direction (headers round to 1e-6)."""
         row = self.row_direction
         column = self.orientation[3:] - (self.orientation[3:] @ row) * row
         return column / np.linalg.norm(column)
 
-    @property
+    @cached_property
     def normal(self) -> np.ndarray:
         normal = np.cross(self.row_direction, self.column_direction)
         return normal / np.linalg.norm(normal)
