@@ -88,10 +88,10 @@ def _hip_bone(side, params, world, rotation, center, asis, tubercle, acetabulum_
                            HalfSpace(world(center) + opening * 0.2 * acetabulum_radius, opening)))
     flare = np.radians(25)
     anterior_dir = np.array([side * np.sin(flare), -np.cos(flare), 0.0])
-    wing_frame = rotation @ rotation_about([0, 0, 1], side * flare) @ rotation_about([0, 1, 0], side * np.radians(15))
+    wing_frame = rotation @ rotation_about([0, 0, 1], side * flare) @ rotation_about([0, 1, 0], side * np.radians(20))
     bump = asis + np.array([0.0, 6.0, 0.0])
-    wing_center = bump - anterior_dir * 54
-    wing = Ellipsoid(world(wing_center), np.array([5.0, 60.0, 55.0]), wing_frame)
+    wing_center = bump - anterior_dir * 66
+    wing = Ellipsoid(world(wing_center), np.array([6.0, 72.0, 62.0]), wing_frame)
     tubercle_center = tubercle + np.array([0.0, 4.0, 0.0])
     pubic_body = tubercle + np.array([-side * 2.0, 14.0, -10.0])
     tuberosity = center + np.array([-side * 8.0, 22.0, -62.0])
