@@ -530,8 +530,9 @@ def _decimals(dataset: Dataset, keyword: str) -> list[float] | None:
         return [float(part) for part in text.split("\\")] if text else None
     if value is None or value == "":
         return None
-    return [float(v) for v in (value if isinstance(value, list | tuple) or hasattr(value, "__iter__") and
-                               not isinstance(value, str) else [value])]
+    if isinstance(value, str) or not hasattr(value, "__iter__"):
+        value = [value]
+    return [float(v) for v in value]
 
 
 def _vector(dataset: Dataset, keyword: str, length: int, label: str) -> np.ndarray:
