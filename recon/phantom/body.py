@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from recon.phantom.render import Paint
-from recon.phantom.shapes import Capsule, Cylinder, Ellipsoid, Offset, Sphere, Union
+from recon.phantom.shapes import Capsule, Cylinder, Ellipsoid, Sphere, Union
 
 
 def build_body(rng: np.random.Generator, origin: np.ndarray, rotation: np.ndarray, spine: dict, hips: dict,
@@ -95,5 +95,5 @@ def _tilt(side: float) -> np.ndarray:
 
 def _table(top_point, tissue) -> list[Paint]:
     """A carbon-fibre table top (a shell around foam), level in the scanner, under the patient."""
-    foam = Cylinder(top_point + [0, 22, 0], np.eye(3), 240.0, 20.0, 2000.0)
-    return [Paint(foam, tissue["table_shell"]), Paint(Offset(foam, -2.0), tissue["table_foam"])]
+    table = Cylinder(top_point + [0, 22, 0], np.eye(3), 240.0, 20.0, 2000.0)
+    return [Paint(table, tissue["table_shell"], layers=((2.0, tissue["table_foam"]),), smooth=True)]

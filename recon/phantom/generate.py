@@ -59,7 +59,6 @@ def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] 
     imaging = Imaging(
         blur_sigma_mm=(float(rng.uniform(0.35, 0.8)),) * 2 + (float(max(0.4, 0.42 * grid.spacing_mm[2] * rng.uniform(1, 1.5))),),
         noise_std_hu=float(rng.uniform(6, 35)),
-        noise_correlation_voxels=float(rng.uniform(0.6, 1.2)),
     )
     hu, labels = render(grid, body + table + spine_soft + pelvis_soft + spine_bone + pelvis_bone,
                         background_hu=tissue["air"])

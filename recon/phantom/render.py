@@ -33,11 +33,10 @@ class Paint:
 
 @dataclass(frozen=True)
 class Imaging:
-    """Scanner effects: Gaussian blur (sigma in mm per axis) and noise (std in HU, correlation in voxels)."""
+    """Scanner effects: Gaussian blur (sigma in mm per axis) and noise (std in HU after the blur)."""
 
     blur_sigma_mm: tuple[float, float, float]
     noise_std_hu: float
-    noise_correlation_voxels: float
 
 
 def render(grid: Grid, paints: list[Paint], *, background_hu: float) -> tuple[np.ndarray, np.ndarray]:
@@ -121,20 +120,22 @@ def _index_box(grid: Grid, shape: Shape, margin_mm: float):
 
 
 def apply_imaging(hu: np.ndarray, grid: Grid, imaging: Imaging, rng: np.random.Generator) -> np.ndarray:
-    """Blur by the scanner's point spread, add correlated noise, and round to whole HU (int16).
+    """Add white noise, blur both by the scanner's point spread, and round to whole HU (int16).
 
-    Noise is drawn on a grid twice as coarse in-plane and interpolated, which correlates it over about
-    ``noise_correlation_voxels``; it is then scaled to ``noise_std_hu``.
+    Blurring after the noise correlates it over the blur width, as a reconstruction kernel does; the
+    white noise is scaled beforehand so that its standard deviation after the blur is ``noise_std_hu``.
     """
     sigma = np.asarray(imaging.blur_sigma_mm) / np.asarray(grid.spacing_mm)
-    blurred = ndimage.gaussian_filter(hu, sigma=np.where(sigma > 0.2, sigma, 0), mode="nearest", truncate=2.5)
-    coarse_shape = (-(-hu.shape[0] // 2) + 1, -(-hu.shape[1] // 2) + 1, hu.shape[2])
-    coarse = rng.standard_normal(coarse_shape, dtype=np.float32)
-    correlation = max(imaging.noise_correlation_voxels / 2 - 0.3, 0)
-    if correlation > 0:
-        coarse = ndimage.gaussian_filter(coarse, sigma=(correlation, correlation, 0), truncate=2.5)
-    noise = ndimage.zoom(coarse, (2, 2, 1), order=1, grid_mode=False)[: hu.shape[0], : hu.shape[1]]
-    noise *= np.float32(imaging.noise_std_hu / max(float(noise[::4, ::4, ::2].std()), 1e-6))
-    blurred += noise
+    sigma = np.where(sigma > 0.2, sigma, 0)
+    noise = rng.standard_normal(hu.shape, dtype=np.float32)
+    hu += noise * np.float32(imaging.noise_std_hu / _blurred_noise_std(sigma))
+    del noise
+    blurred = ndimage.gaussian_filter(hu, sigma=sigma, mode="nearest", truncate=2.5)
     np.clip(blurred, -1024, 3071, out=blurred)
     return np.rint(blurred).astype(np.int16)
+
+
+def _blurred_noise_std(sigma: np.ndarray) -> float:
+    """The standard deviation of unit white noise after this blur, measured on a patch."""
+    patch = np.random.default_rng(0).standard_normal((48, 48, 48)).astype(np.float32)
+    return float(ndimage.gaussian_filter(patch, sigma=sigma, mode="wrap", truncate=2.5).std())
