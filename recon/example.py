@@ -7,7 +7,8 @@ from pathlib import Path
 
 from recon.io.atomic import atomic_path
 from recon.io.labels import read_label_map
-from recon.io.loading import convert_ct, describe_ct, load_ct
+from recon.io.images import write_image
+from recon.io.loading import description_of, read_ct
 from recon.phantom.synth import synthesize
 from recon.preview import render_preview
 
@@ -19,9 +20,10 @@ def run_demo(out: str | Path) -> dict:
     NIfTI and render a preview with its labels."""
     out = Path(out)
     case = synthesize(out, count=1, seed=EXAMPLE_SEED, size="small", fmt="dicom")[0]
-    description = describe_ct(case / "ct")
-    convert_ct(case / "ct", out / "example_ct.nii.gz")
-    render_preview(load_ct(case / "ct"), out / "preview.png", labels=read_label_map(case / "labels.nii.gz"),
+    loaded = read_ct(case / "ct")
+    description = description_of(loaded)
+    write_image(loaded.volume.hu, loaded.volume.grid, out / "example_ct.nii.gz")
+    render_preview(loaded.volume, out / "preview.png", labels=read_label_map(case / "labels.nii.gz"),
                    title="recon example phantom, bone window")
     with atomic_path(out / "info.json") as temporary:
         temporary.write_text(json.dumps(description, indent=2))

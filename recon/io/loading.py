@@ -60,7 +60,11 @@ def load_ct(path: str | Path, *, series_uid: str | None = None) -> Volume:
 
 def describe_ct(path: str | Path, *, series_uid: str | None = None) -> dict:
     """What the loader sees, as the JSON object ``recon info --json`` prints."""
-    loaded = read_ct(path, series_uid=series_uid)
+    return description_of(read_ct(path, series_uid=series_uid))
+
+
+def description_of(loaded: LoadedCT) -> dict:
+    """The ``recon info --json`` object for a CT already loaded."""
     volume = loaded.volume
     grid = volume.grid
     return {

@@ -122,6 +122,8 @@ def _index_box(grid: Grid, shape: Shape, margin_mm: float):
 def apply_imaging(hu: np.ndarray, grid: Grid, imaging: Imaging, rng: np.random.Generator) -> np.ndarray:
     """Add white noise, blur both by the scanner's point spread, and round to whole HU (int16).
 
+    ``hu`` is used as scratch space (the noise is added to it in place) to spare a full-size copy.
+
     Blurring after the noise correlates it over the blur width, as a reconstruction kernel does; the
     white noise is scaled beforehand so that its standard deviation after the blur is ``noise_std_hu``.
     """
