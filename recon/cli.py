@@ -13,6 +13,8 @@ from recon.errors import InputError, ReconError
 
 EXIT_INPUT_ERROR = 1
 EXIT_INTERNAL_ERROR = 70
+LABEL_MAP_HELP = ("label names: a JSON file of id -> name, or one of the words recon, verse, totalsegmentator "
+                  "(default: labels.json beside the label file, else label_<id>)")
 
 log = logging.getLogger("recon")
 
@@ -74,10 +76,28 @@ def _parser() -> argparse.ArgumentParser:
 
     preview = commands.add_parser("preview", help="PNG of axial, coronal and sagittal slices at a bone window")
     preview.add_argument("input", help="anything 'recon info' reads")
-    preview.add_argument("--labels", help="label image to outline (labels.json beside it names the labels)")
+    preview.add_argument("--labels", help="label image to outline")
+    preview.add_argument("--label-map", metavar="FILE|WORD", help=LABEL_MAP_HELP)
     preview.add_argument("--series", metavar="UID", help="SeriesInstanceUID to load instead of the automatic choice")
     preview.add_argument("-o", "--output", required=True, help="PNG file to write")
     preview.set_defaults(command=_preview)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="segmentation accuracy per label: Dice, IoU, HD, HD95, ASSD, surface Dice, volumes",
+        description="Compare predicted label maps with reference ones, label by label (matched by name). PRED "
+                    "and REF are label files, folders of per-structure masks (TotalSegmentator), or folders of "
+                    "cases matched by file name. Label names: --label-map, else labels.json beside the file, "
+                    "else label_<id>.")
+    evaluate.add_argument("pred", help="predicted labels: file, structure folder or folder of cases")
+    evaluate.add_argument("ref", help="reference labels: file, structure folder or folder of cases")
+    evaluate.add_argument("-o", "--output", help="folder for metrics.csv, summary.json, summary.md and box plots")
+    evaluate.add_argument("--label-map", metavar="FILE|WORD", help=LABEL_MAP_HELP + " (both sides)")
+    evaluate.add_argument("--pred-label-map", metavar="FILE|WORD", help="label names of PRED only")
+    evaluate.add_argument("--ref-label-map", metavar="FILE|WORD", help="label names of REF only")
+    evaluate.add_argument("--tolerance-mm", default="1,2,3", type=_numbers,
+                          help="surface Dice tolerances in mm, comma-separated (default 1,2,3)")
+    evaluate.add_argument("--json", action="store_true", help="print the per-label table as JSON")
+    evaluate.set_defaults(command=_evaluate)
 
     demo = commands.add_parser("demo", help="run what recon can do on its built-in example")
     demo.add_argument("-o", "--output", default="demo_out", help="output folder (default: demo_out)")
@@ -116,10 +136,52 @@ def _preview(args: argparse.Namespace) -> int:
     from recon.io.loading import load_ct
     from recon.preview import render_preview
 
-    labels = read_label_map(args.labels) if args.labels else None
+    labels = read_label_map(args.labels, args.label_map) if args.labels else None
     target = render_preview(load_ct(args.input, series_uid=args.series), args.output, labels=labels)
     print(f"wrote {target}")
     return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from recon.evaluate.cohort import evaluate_cohort
+
+    evaluations, summary = evaluate_cohort(
+        args.pred, args.ref, out=args.output, tolerances_mm=args.tolerance_mm,
+        pred_label_map=args.pred_label_map or args.label_map, ref_label_map=args.ref_label_map or args.label_map,
+    )
+    if args.json:
+        tables = {case: evaluation.as_dict() for case, evaluation in evaluations.items()}
+        print(json.dumps(next(iter(tables.values())) if len(tables) == 1 else {"cases": tables}, indent=2))
+    else:
+        for case, evaluation in evaluations.items():
+            print(_evaluation_text(case, evaluation))
+    if args.output:
+        print(f"wrote metrics.csv, summary.json, summary.md and box plots of {summary['n_cases']} case(s) "
+              f"to {args.output}/")
+    return 0
+
+
+def _evaluation_text(case: str, evaluation) -> str:
+    columns = ["dice", "iou", "hd_mm", "hd95_mm", "assd_mm"] + [f"nsd_{t:g}mm" for t in evaluation.tolerances_mm]
+    columns += ["volume_diff_ml", "centroid_distance_mm"]
+    width = max([len("label")] + [len(name) for name in evaluation.labels]) + 2
+    lines = [f"case {case}", "label".ljust(width) + "".join(c.rjust(max(len(c), 8) + 2) for c in columns) + "  status"]
+    for score in evaluation.labels.values():
+        row = score.row()
+        cells = "".join(("" if row[c] is None else f"{row[c]:.4g}").rjust(max(len(c), 8) + 2) for c in columns)
+        lines.append(score.name.ljust(width) + cells + f"  {score.status}")
+    if evaluation.identification_rate is not None:
+        lines.append(f"vertebra identification rate (VerSe): {evaluation.identification_rate:.3f} of "
+                     f"{evaluation.vertebrae_in_ref}")
+    lines += [f"warning: {warning}" for warning in evaluation.warnings]
+    return "\n".join(lines)
+
+
+def _numbers(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from err
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -79,6 +79,14 @@ class Grid:
         corners = np.array([[i, j, k] for i in (0, far[0]) for j in (0, far[1]) for k in (0, far[2])])
         return self.index_to_lps(corners)
 
+    def overlaps(self, other: Grid) -> bool:
+        """True when the boxes the two grids' voxels cover intersect (tested on ``other``'s corners mapped into
+        this grid's index space, so it may err towards overlap for rotated grids, never against it)."""
+        corners = self.lps_to_index(other.corners_lps())
+        half = 0.5 * np.abs(np.asarray(other.spacing_mm).max() / np.asarray(self.spacing_mm))
+        low, high = corners.min(axis=0) - half, corners.max(axis=0) + half
+        return bool(np.all(high >= -0.5) and np.all(low <= np.asarray(self.shape) - 0.5))
+
 
 def is_orthonormal(matrix: np.ndarray, tolerance: float = ORTHONORMAL_TOLERANCE) -> bool:
     """True when ``matrix`` is a finite 3 x 3 rotation or reflection."""

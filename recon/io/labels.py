@@ -1,18 +1,30 @@
-"""Label maps on disk: an integer NIfTI/NRRD/MHA image plus ``labels.json`` ({id: name}) beside it."""
+"""Label maps on disk: an integer NIfTI/NRRD/MHA image plus ``labels.json`` ({id: name}) beside it, or a
+folder of one binary mask per structure (TotalSegmentator's layout).
+
+One naming rule for every command that reads a label file: names come from ``label_map`` (a JSON file of
+{id: name}, or one of the words in ``recon.anatomy.VOCABULARIES``), else from ``labels.json`` beside the
+file, else ``label_<id>``. Names declared by a JSON file are kept even when their label is empty (so an
+evaluation can report it absent); names from a built-in vocabulary are kept only for labels present.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 
+from recon.anatomy import VOCABULARIES
 from recon.errors import InputError
 from recon.io.atomic import atomic_path
-from recon.io.images import read_image, write_image
+from recon.io.images import image_format, read_image, write_image
 from recon.volume import LabelMap
 
 NAMES_FILE = "labels.json"
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+log = logging.getLogger(__name__)
 
 
 def write_label_map(labels: LabelMap, path: str | Path) -> Path:
@@ -26,19 +38,98 @@ def write_label_map(labels: LabelMap, path: str | Path) -> Path:
     return path
 
 
-def read_label_map(path: str | Path) -> LabelMap:
-    """Read a label image; names come from ``labels.json`` beside it when present, else ``label_<id>``."""
+def read_label_map(path: str | Path, label_map: str | Path | None = None) -> LabelMap:
+    """Read a label image, or a folder of per-structure masks, with names by the rule above."""
     path = Path(path)
+    if path.is_dir():
+        return read_structure_folder(path)
     image = read_image(path)
     values = np.asarray(image.array)
-    if values.dtype.kind == "f":
-        if not np.array_equal(values, np.round(values)):
-            raise InputError(f"{path}: label image holds non-integer values; expected integer labels")
+    if values.dtype.kind == "f" and not np.array_equal(values, np.round(values)):
+        raise InputError(f"{path}: label image holds non-integer values; expected integer labels")
+    if values.min(initial=0) < 0:
+        raise InputError(f"{path}: label image holds negative values; expected ids 0 (background) and up")
     labels = values.astype(np.int32 if values.max(initial=0) > 65535 else np.uint16)
-    names_path = path.parent / NAMES_FILE
     present = [int(v) for v in np.unique(labels) if v != 0]
-    if names_path.is_file():
-        names = {int(k): str(v) for k, v in json.loads(names_path.read_text()).items()}
-    else:
-        names = {}
-    return LabelMap(image.grid, labels, {v: names.get(v, f"label_{v}") for v in present})
+    names, declared = label_names(path, label_map)
+    ids = sorted(set(present) | (set(names) if declared else set()))
+    return LabelMap(image.grid, labels, {v: names.get(v, f"label_{v}") for v in ids})
+
+
+def label_names(path: Path, label_map: str | Path | None) -> tuple[dict[int, str], bool]:
+    """The id -> name table for the label file at ``path``, and whether a JSON file declared it."""
+    if label_map is not None and str(label_map) in VOCABULARIES:
+        return VOCABULARIES[str(label_map)](), False
+    if label_map is not None:
+        return _names_file(Path(label_map)), True
+    beside = path.parent / NAMES_FILE
+    if beside.is_file():
+        return _names_file(beside), True
+    return {}, False
+
+
+def _names_file(path: Path) -> dict[int, str]:
+    fix = f"it must hold a JSON object of label id -> name, e.g. {{\"1\": \"vertebrae_L1\"}}, or be one of " \
+          f"the words {', '.join(VOCABULARIES)}"
+    try:
+        table = json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise InputError(f"{path}: label map not found; {fix}") from err
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"{path}: unreadable label map ({err}); {fix}") from err
+    if not isinstance(table, dict):
+        raise InputError(f"{path}: not a label map; {fix}")
+    names = {}
+    for key, name in table.items():
+        if not (isinstance(key, str) and key.isdigit() and int(key) > 0 and isinstance(name, str) and name):
+            raise InputError(f"{path}: entry {key!r}: {name!r} is not a positive id and a name; {fix}")
+        names[int(key)] = name
+    if len(set(names.values())) != len(names):
+        raise InputError(f"{path}: two ids share a name; each label needs its own name")
+    return names
+
+
+def is_structure_folder(folder: Path) -> bool:
+    """True when ``folder`` holds only mask images named after known structures (``vertebrae_L1.nii.gz``...),
+    like TotalSegmentator's output folder, rather than one label file per case."""
+    if not folder.is_dir() or (folder / NAMES_FILE).exists():
+        return False
+    files = [f for f in folder.iterdir() if not f.name.startswith(".")]
+    known = known_structure_names()
+    return bool(files) and all(f.is_file() and image_format(f) and structure_name(f) in known for f in files)
+
+
+def known_structure_names() -> set[str]:
+    return {name for vocabulary in VOCABULARIES.values() for name in vocabulary().values()}
+
+
+def read_structure_folder(folder: Path) -> LabelMap:
+    """Merge a folder of binary masks into one label map, one id per file (sorted by name), named after the
+    file. Voxels claimed by two masks go to the later name, with a warning."""
+    files = sorted(f for f in folder.iterdir() if image_format(f) and not f.name.startswith("."))
+    if not files:
+        raise InputError(f"{folder}: no mask images (.nii.gz, .nrrd, .mha) in this folder")
+    first = read_image(files[0])
+    labels = np.zeros(first.grid.shape, np.uint16)
+    names, overlaps = {}, 0
+    for index, file in enumerate(files, start=1):
+        mask = first if index == 1 else read_image(file)
+        if not mask.grid.same_as(first.grid, tolerance_mm=1e-3):
+            raise InputError(f"{file}: its grid differs from {files[0].name}'s; the masks of one folder must "
+                             "share one grid")
+        inside = np.asarray(mask.array) != 0
+        overlaps += int(np.count_nonzero(labels[inside]))
+        labels[inside] = index
+        names[index] = structure_name(file)
+    if overlaps:
+        log.warning("%s: %d voxels belong to two masks; each went to the later name", folder, overlaps)
+    return LabelMap(first.grid, labels, names)
+
+
+def structure_name(file: Path) -> str:
+    """``vertebrae_L1.nii.gz`` -> ``vertebrae_L1``."""
+    name = file.name
+    for suffix in IMAGE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return file.stem

@@ -1,0 +1,90 @@
+"""The one rule for label names (--label-map, else labels.json, else label_<id>) and per-structure folders."""
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from recon.errors import InputError
+from recon.geometry import Grid
+from recon.io.images import write_image
+from recon.io.labels import is_structure_folder, read_label_map, write_label_map
+from recon.volume import LabelMap
+
+GRID = Grid((6, 5, 4), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0))
+
+
+@pytest.fixture
+def label_file(tmp_path):
+    array = np.zeros(GRID.shape, np.uint8)
+    array[1, 1, 1], array[2, 2, 2], array[3, 3, 3] = 20, 27, 28
+    path = tmp_path / "seg.nii.gz"
+    write_image(array, GRID, path)
+    return path
+
+
+def test_without_names_labels_are_called_by_their_id(label_file):
+    assert read_label_map(label_file).names == {20: "label_20", 27: "label_27", 28: "label_28"}
+
+
+@pytest.mark.parametrize("word, expected", [
+    ("verse", {20: "vertebrae_L1", 27: "label_27", 28: "vertebrae_T13"}),
+    ("totalsegmentator", {20: "colon", 27: "vertebrae_L5", 28: "vertebrae_L4"}),
+])
+def test_a_named_vocabulary_names_the_present_labels(label_file, word, expected):
+    assert read_label_map(label_file, word).names == expected
+
+
+def test_labels_json_beside_the_file_names_labels_and_declares_absent_ones(label_file):
+    (label_file.parent / "labels.json").write_text(json.dumps({"20": "a", "27": "b", "28": "c", "5": "empty"}))
+    assert read_label_map(label_file).names == {5: "empty", 20: "a", 27: "b", 28: "c"}
+
+
+def test_an_explicit_label_map_file_wins_over_labels_json(label_file, tmp_path):
+    (label_file.parent / "labels.json").write_text(json.dumps({"20": "a"}))
+    mapping = tmp_path / "mine.json"
+    mapping.write_text(json.dumps({"20": "x", "27": "y", "28": "z"}))
+    assert read_label_map(label_file, mapping).names == {20: "x", 27: "y", 28: "z"}
+
+
+@pytest.mark.parametrize("content", ["not json", "[1, 2]", '{"one": "x"}', '{"1": ""}', '{"1": "a", "2": "a"}'])
+def test_a_bad_label_map_is_a_clear_error_naming_the_file(label_file, tmp_path, content):
+    mapping = tmp_path / "bad.json"
+    mapping.write_text(content)
+    with pytest.raises(InputError, match="bad.json"):
+        read_label_map(label_file, mapping)
+
+
+def test_labels_round_trip_with_their_names(tmp_path):
+    array = np.zeros(GRID.shape, np.uint16)
+    array[0, 0, 0] = 300
+    write_label_map(LabelMap(GRID, array, {300: "vertebrae_L2"}), tmp_path / "labels.nii.gz")
+    assert read_label_map(tmp_path / "labels.nii.gz").names == {300: "vertebrae_L2"}
+
+
+def _structure_folder(folder, masks):
+    folder.mkdir()
+    for name, mask in masks.items():
+        write_image(mask.astype(np.uint8), GRID, folder / f"{name}.nii.gz")
+    return folder
+
+
+def test_a_totalsegmentator_style_folder_becomes_one_label_map(tmp_path, caplog):
+    a, b = np.zeros(GRID.shape, bool), np.zeros(GRID.shape, bool)
+    a[:3], b[2:] = True, True
+    folder = _structure_folder(tmp_path / "segmentations", {"vertebrae_L1": a, "sacrum": b,
+                                                            "femur_left": np.zeros(GRID.shape, bool)})
+    assert is_structure_folder(folder)
+    with caplog.at_level(logging.WARNING):
+        labels = read_label_map(folder)
+    assert sorted(labels.names.values()) == ["femur_left", "sacrum", "vertebrae_L1"]
+    by_name = {name: index for index, name in labels.names.items()}
+    assert np.all(labels.labels[2] == by_name["vertebrae_L1"])  # the overlap goes to the later name
+    assert np.all(labels.labels[3:] == by_name["sacrum"])
+    assert "belong to two masks" in caplog.text
+
+
+def test_a_folder_of_cases_is_not_a_structure_folder(tmp_path):
+    folder = _structure_folder(tmp_path / "cases", {"case_001": np.ones(GRID.shape, bool)})
+    assert not is_structure_folder(folder)
