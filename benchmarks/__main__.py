@@ -26,7 +26,7 @@ import SimpleITK as sitk
 import surface_distance
 
 import recon
-from recon.evaluate import evaluate
+from recon.evaluation import evaluate
 from recon.geometry import Grid
 from recon.io.dicom_write import write_ct_series
 from recon.phantom import make_phantom

@@ -143,7 +143,7 @@ def _preview(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from recon.evaluate.cohort import evaluate_cohort
+    from recon.evaluation.cohort import evaluate_cohort
 
     evaluations, summary = evaluate_cohort(
         args.pred, args.ref, out=args.output, tolerances_mm=args.tolerance_mm,

@@ -8,9 +8,9 @@ import surface_distance
 from scipy.spatial.transform import Rotation
 
 from recon.errors import GeometryError, InputError
-from recon.evaluate import evaluate
-from recon.evaluate.cohort import summarize
-from recon.evaluate.surface import area_table
+from recon.evaluation import evaluate
+from recon.evaluation.cohort import summarize
+from recon.evaluation.surface import area_table
 from recon.geometry import Grid
 from recon.volume import LabelMap
 

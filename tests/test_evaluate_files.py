@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from recon.cli import EXIT_INPUT_ERROR, main
-from recon.evaluate import evaluate
+from recon.evaluation import evaluate
 from recon.geometry import Grid
 from recon.io.labels import read_label_map, write_label_map
 from recon.volume import LabelMap

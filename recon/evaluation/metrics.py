@@ -9,7 +9,7 @@ import numpy as np
 
 from recon.anatomy import is_vertebra
 from recon.errors import InputError
-from recon.evaluate.surface import Surface, directed_distances, surface_of
+from recon.evaluation.surface import Surface, directed_distances, surface_of
 from recon.resample import resample_labels
 from recon.volume import LabelMap
 

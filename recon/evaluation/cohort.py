@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from recon.evaluate.cases import pair_cases
-from recon.evaluate.metrics import (
+from recon.evaluation.cases import pair_cases
+from recon.evaluation.metrics import (
     CONVENTIONS,
     DEFAULT_TOLERANCES_MM,
     Evaluation,

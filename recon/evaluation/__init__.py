@@ -1,5 +1,5 @@
 """Segmentation accuracy: per-label metrics with explicit conventions, and cohort summaries."""
 
-from recon.evaluate.metrics import CONVENTIONS, Evaluation, LabelScore, evaluate
+from recon.evaluation.metrics import CONVENTIONS, Evaluation, LabelScore, evaluate
 
 __all__ = ["CONVENTIONS", "Evaluation", "LabelScore", "evaluate"]
