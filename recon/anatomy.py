@@ -3,7 +3,9 @@ tables of the other tools whose label files recon reads (TotalSegmentator v2, Ve
 
 from __future__ import annotations
 
+import colorsys
 import json
+import zlib
 from functools import cache
 from importlib import resources
 
@@ -40,3 +42,26 @@ def totalsegmentator_names() -> dict[int, str]:
 
 
 VOCABULARIES = {"recon": lambda: dict(LABEL_NAMES), "verse": verse_names, "totalsegmentator": totalsegmentator_names}
+
+
+BONE_COLOURS: dict[str, tuple[float, float, float]] = {
+    "sacrum": (0.84, 0.70, 0.50),
+    "hip_left": (0.91, 0.80, 0.58),
+    "hip_right": (0.80, 0.72, 0.55),
+    "femur_left": (0.93, 0.86, 0.70),
+    "femur_right": (0.86, 0.80, 0.66),
+}
+VERTEBRA_COLOURS = ((0.90, 0.62, 0.55), (0.62, 0.78, 0.90), (0.70, 0.88, 0.62), (0.95, 0.82, 0.50),
+                    (0.78, 0.66, 0.90), (0.55, 0.86, 0.82))
+
+
+def colour_of(name: str) -> tuple[float, float, float]:
+    """A display colour (RGB, 0-1) for a label: bone tones for the pelvis and femurs, neighbouring vertebrae in
+    different colours, and a stable colour derived from the name for anything else."""
+    if name in BONE_COLOURS:
+        return BONE_COLOURS[name]
+    order = list(verse_names().values())
+    if name in order:
+        return VERTEBRA_COLOURS[order.index(name) % len(VERTEBRA_COLOURS)]
+    hue = zlib.crc32(name.encode()) % 360 / 360.0
+    return colorsys.hsv_to_rgb(hue, 0.45, 0.9)

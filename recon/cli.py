@@ -13,6 +13,7 @@ from recon.errors import InputError, ReconError
 
 EXIT_INPUT_ERROR = 1
 EXIT_INTERNAL_ERROR = 70
+DEFAULT_SMOOTHING_ITERATIONS = 30  # recon.mesh's default, repeated so --help needs no heavy import
 LABEL_MAP_HELP = ("label names: a JSON file of id -> name, or one of the words recon, verse, totalsegmentator "
                   "(default: labels.json beside the label file, else label_<id>)")
 
@@ -99,6 +100,23 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print the per-label table as JSON")
     evaluate.set_defaults(command=_evaluate)
 
+    mesh = commands.add_parser(
+        "mesh", help="closed surface meshes of every bone (STL, PLY, OBJ, GLB) and a Slicer .seg.nrrd",
+        description="One watertight, smoothed surface per label in LPS millimetres, named after the label "
+                    "(DIR/vertebrae_L4.stl), a 3D Slicer segmentation.seg.nrrd and meshes.json with each "
+                    "mesh's quality figures.")
+    mesh.add_argument("labels", help="label image, or a folder of per-structure masks")
+    mesh.add_argument("-o", "--output", required=True, help="output folder")
+    mesh.add_argument("--format", default="stl", type=_words,
+                      help="comma-separated: stl, ply, obj, glb (one scene of all bones); default stl")
+    mesh.add_argument("--smooth", type=int, default=DEFAULT_SMOOTHING_ITERATIONS,
+                      help=f"Taubin smoothing iterations, 0 for none (default {DEFAULT_SMOOTHING_ITERATIONS})")
+    mesh.add_argument("--faces", type=int, help="decimate each mesh to at most this many faces")
+    mesh.add_argument("--largest-only", action="store_true",
+                      help="keep only the largest connected piece of each bone (default: keep and count all)")
+    mesh.add_argument("--label-map", metavar="FILE|WORD", help=LABEL_MAP_HELP)
+    mesh.set_defaults(command=_mesh)
+
     demo = commands.add_parser("demo", help="run what recon can do on its built-in example")
     demo.add_argument("-o", "--output", default="demo_out", help="output folder (default: demo_out)")
     demo.set_defaults(command=_demo)
@@ -182,6 +200,32 @@ def _numbers(text: str) -> tuple[float, ...]:
         return tuple(float(part) for part in text.split(","))
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from err
+
+
+def _mesh(args: argparse.Namespace) -> int:
+    from recon.io.labels import read_label_map
+    from recon.io.mesh_files import write_mesh_set
+    from recon.io.slicer import write_segmentation
+    from recon.mesh import mesh_labels
+
+    labels = read_label_map(args.labels, args.label_map)
+    meshes = mesh_labels(labels, smoothing=args.smooth, target_faces=args.faces, largest_only=args.largest_only)
+    if not meshes:
+        raise InputError(f"{args.labels}: no labelled voxels; nothing to mesh")
+    settings = {"smoothing_iterations": args.smooth, "target_faces": args.faces, "largest_only": args.largest_only}
+    record = write_mesh_set(meshes, args.output, formats=args.format, settings=settings)
+    write_segmentation(labels, f"{args.output}/segmentation.seg.nrrd")
+    for name, mesh in meshes.items():
+        quality = mesh.quality
+        state = "watertight" if quality.watertight else "NOT watertight"
+        print(f"{name}: {quality.faces} faces, {state}, {quality.components} piece(s), {quality.volume_ml:.1f} ml "
+              f"({quality.volume_error_pct:+.2f}% of the label)" + "".join(f"; {w}" for w in quality.warnings))
+    print(f"wrote {len(meshes)} meshes, segmentation.seg.nrrd and {record.name} to {args.output}/")
+    return 0
+
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(word.strip().lower() for word in text.split(",") if word.strip())
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -53,3 +53,23 @@ def hounsfield_array(array: np.ndarray) -> np.ndarray:
         if limits.min <= array.min() and array.max() <= limits.max:
             return array.astype(np.int16)
     return array.astype(np.float32, copy=False)
+
+
+def label_bounding_boxes(array: np.ndarray) -> dict[int, tuple[slice, ...]]:
+    """The bounding box of every non-zero id, found from the labelled voxels only (a bone is a few % of a CT)."""
+    order = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
+    flat = np.ravel(array, order=order)
+    where = np.flatnonzero(flat)
+    if not len(where):
+        return {}
+    values = flat[where]
+    by_value = np.argsort(values, kind="stable")
+    values, where = values[by_value], where[by_value]
+    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+    coords = np.unravel_index(where, array.shape, order=order)
+    lows = [np.minimum.reduceat(c, starts) for c in coords]
+    highs = [np.maximum.reduceat(c, starts) for c in coords]
+    return {
+        int(values[start]): tuple(slice(int(low[n]), int(high[n]) + 1) for low, high in zip(lows, highs))
+        for n, start in enumerate(starts)
+    }

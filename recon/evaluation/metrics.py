@@ -11,7 +11,7 @@ from recon.anatomy import is_vertebra
 from recon.errors import InputError
 from recon.evaluation.surface import Surface, directed_distances, surface_of
 from recon.resample import resample_labels
-from recon.volume import LabelMap
+from recon.volume import LabelMap, label_bounding_boxes
 
 DEFAULT_TOLERANCES_MM = (1.0, 2.0, 3.0)
 HD_PERCENTILE = 95.0
@@ -204,29 +204,11 @@ def _weighted_percentile(distances: np.ndarray, areas: np.ndarray) -> float:
 def _boxes_by_name(labels: LabelMap) -> dict[str, tuple[slice, ...]]:
     """The bounding box of each named label present."""
     found = {}
-    for index, box in _boxes_by_id(labels.labels).items():
+    for index, box in label_bounding_boxes(labels.labels).items():
         if index in labels.names:
             name = labels.names[index]
             found[name] = _union_box(found.get(name), box)
     return found
-
-
-def _boxes_by_id(array: np.ndarray) -> dict[int, tuple[slice, ...]]:
-    """The bounding box of every non-zero id, from the labelled voxels only (a bone is a few % of a CT)."""
-    order = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
-    flat = np.ravel(array, order=order)
-    where = np.flatnonzero(flat)
-    values = flat[where]
-    by_value = np.argsort(values, kind="stable")
-    values, where = values[by_value], where[by_value]
-    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]]) if len(values) else np.array([], int)
-    coords = np.unravel_index(where, array.shape, order=order)
-    lows = [np.minimum.reduceat(c, starts) for c in coords] if len(starts) else []
-    highs = [np.maximum.reduceat(c, starts) for c in coords] if len(starts) else []
-    return {
-        int(values[start]): tuple(slice(int(low[n]), int(high[n]) + 1) for low, high in zip(lows, highs))
-        for n, start in enumerate(starts)
-    }
 
 
 def _union_box(a, b):
