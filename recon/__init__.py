@@ -1,11 +1,25 @@
-"""recon: CT study in, surgical plan out, in one physical frame (DICOM LPS, millimetres)."""
+"""recon: CT study in, surgical plan out, in one physical frame (DICOM LPS, millimetres).
 
-from recon.errors import ReconError
-from recon.evaluation import evaluate
-from recon.geometry import Grid
-from recon.io.labels import read_label_map
-from recon.io.loading import load_ct
-from recon.volume import LabelMap, Volume
+The public functions are imported on first use (PEP 562), so ``recon --help`` does not pay for them."""
+
+from importlib import import_module
 
 __version__ = "0.1.0"
-__all__ = ["Grid", "LabelMap", "ReconError", "Volume", "evaluate", "load_ct", "read_label_map"]
+
+_PUBLIC = {
+    "Grid": "recon.geometry",
+    "LabelMap": "recon.volume",
+    "Volume": "recon.volume",
+    "ReconError": "recon.errors",
+    "load_ct": "recon.io.loading",
+    "read_label_map": "recon.io.labels",
+    "evaluate": "recon.evaluation",
+    "mesh_labels": "recon.mesh",
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'recon' has no attribute {name!r}")
+    return getattr(import_module(_PUBLIC[name]), name)

@@ -233,8 +233,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     description = run_demo(args.output)
     print(_info_text(description))
-    print(f"wrote the example phantom (DICOM, labels, truth), its NIfTI conversion, preview.png and info.json "
-          f"to {args.output}/")
+    print(f"wrote the example phantom (DICOM, labels, truth), its NIfTI conversion, preview.png, info.json and "
+          f"the bone meshes (meshes/: STL, scene.glb, segmentation.seg.nrrd, meshes.json) to {args.output}/")
     return 0
 
 
