@@ -117,6 +117,20 @@ def _parser() -> argparse.ArgumentParser:
     mesh.add_argument("--label-map", metavar="FILE|WORD", help=LABEL_MAP_HELP)
     mesh.set_defaults(command=_mesh)
 
+    train = commands.add_parser(
+        "train", help="train the bone segmentation network on phantoms (and optionally a user dataset)",
+        description="Train a 3D U-Net (MONAI) on phantoms drawn on the fly; with --data, also on an nnU-Net v2 raw "
+                    "dataset whose labels are mapped by name. Writes OUT/model.safetensors, OUT/model.json, "
+                    "OUT/config.json and checkpoints; --resume continues from the last checkpoint.")
+    train.add_argument("-o", "--output", required=True, help="model folder, e.g. models/NAME")
+    train.add_argument("--data", help="nnU-Net v2 raw dataset folder (imagesTr/, labelsTr/, dataset.json)")
+    train.add_argument("--steps", type=int, help="training steps (default from the configuration)")
+    train.add_argument("--seed", type=int, help="seed (default from the configuration)")
+    train.add_argument("--config", help="training configuration JSON (default: recon's own)")
+    train.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    train.add_argument("--resume", action="store_true", help="continue the run in OUT from its last checkpoint")
+    train.set_defaults(command=_train)
+
     demo = commands.add_parser("demo", help="run what recon can do on its built-in example")
     demo.add_argument("-o", "--output", default="demo_out", help="output folder (default: demo_out)")
     demo.set_defaults(command=_demo)
@@ -226,6 +240,15 @@ def _mesh(args: argparse.Namespace) -> int:
 
 def _words(text: str) -> tuple[str, ...]:
     return tuple(word.strip().lower() for word in text.split(",") if word.strip())
+
+
+def _train(args: argparse.Namespace) -> int:
+    from recon.segmentation.train import train
+
+    folder = train(args.output, steps=args.steps, seed=args.seed, resume=args.resume, device=args.device,
+                   data=args.data, config_path=args.config)
+    print(f"wrote {folder}/model.safetensors and model.json")
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -7,7 +7,24 @@ import SimpleITK as sitk
 
 from recon.errors import GeometryError
 from recon.geometry import Grid
-from recon.volume import LabelMap
+from recon.volume import LabelMap, Volume
+
+AIR_HU = -1024.0
+
+
+def canonical_grid(grid: Grid, spacing_mm: float) -> Grid:
+    """An axis-aligned LPS grid (identity direction) at ``spacing_mm`` covering every voxel of ``grid``: the
+    orientation recon's network is trained in, so left stays left whatever the input's axes."""
+    corners = grid.corners_lps()
+    low, high = corners.min(axis=0), corners.max(axis=0)
+    shape = np.maximum(1, np.ceil((high - low) / spacing_mm).astype(int) + 1)
+    centre = (low + high) / 2
+    return Grid(tuple(shape), (spacing_mm,) * 3, centre - (shape - 1) / 2 * spacing_mm)
+
+
+def resample_volume(volume: Volume, grid: Grid) -> np.ndarray:
+    """CT values on ``grid`` by linear interpolation in LPS (float32); outside the source: air."""
+    return _resample(volume.hu.astype(np.float32, copy=False), volume.grid, grid, sitk.sitkLinear, AIR_HU)
 
 
 def resample_labels(labels: LabelMap, grid: Grid) -> LabelMap:
@@ -19,16 +36,20 @@ def resample_labels(labels: LabelMap, grid: Grid) -> LabelMap:
             "the two label maps do not overlap in patient space (LPS); they belong to different scans or one "
             "has a wrong origin or direction in its header"
         )
-    source = sitk.GetImageFromArray(np.ascontiguousarray(labels.labels.transpose(2, 1, 0)))
-    source.SetSpacing(labels.grid.spacing_mm)
-    source.SetOrigin(labels.grid.origin_lps_mm)
-    source.SetDirection(labels.grid.direction)
+    moved = _resample(labels.labels, labels.grid, grid, sitk.sitkNearestNeighbor, 0)
+    return LabelMap(grid, moved, dict(labels.names))
+
+
+def _resample(array: np.ndarray, source_grid: Grid, grid: Grid, interpolator, outside: float) -> np.ndarray:
+    source = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
+    source.SetSpacing(source_grid.spacing_mm)
+    source.SetOrigin(source_grid.origin_lps_mm)
+    source.SetDirection(source_grid.direction)
     resampler = sitk.ResampleImageFilter()
     resampler.SetSize([int(n) for n in grid.shape])
     resampler.SetOutputSpacing(grid.spacing_mm)
     resampler.SetOutputOrigin(grid.origin_lps_mm)
     resampler.SetOutputDirection(grid.direction)
-    resampler.SetInterpolator(sitk.sitkNearestNeighbor)
-    resampler.SetDefaultPixelValue(0)
-    moved = sitk.GetArrayFromImage(resampler.Execute(source)).transpose(2, 1, 0)
-    return LabelMap(grid, np.ascontiguousarray(moved), dict(labels.names))
+    resampler.SetInterpolator(interpolator)
+    resampler.SetDefaultPixelValue(outside)
+    return np.ascontiguousarray(sitk.GetArrayFromImage(resampler.Execute(source)).transpose(2, 1, 0))

@@ -1,0 +1,32 @@
+"""The network applied to a whole image: intensity normalisation and sliding-window inference."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+WINDOW_OVERLAP = 0.25
+
+
+def normalise(hu: np.ndarray, intensity: dict) -> np.ndarray:
+    low, high = intensity["clip_hu"]
+    return (np.clip(hu, low, high) / intensity["scale_hu"]).astype(np.float32)
+
+
+def predict_scores(network: torch.nn.Module, image: np.ndarray, patch_voxels, device: str = "cpu") -> torch.Tensor:
+    """Softmax class scores (classes x image shape, float32 on the CPU) by Gaussian-weighted sliding windows."""
+    from monai.inferers import sliding_window_inference
+
+    network.eval()
+    with torch.inference_mode():
+        logits = sliding_window_inference(
+            torch.from_numpy(image)[None, None], roi_size=tuple(patch_voxels), sw_batch_size=1,
+            predictor=network, overlap=WINDOW_OVERLAP, mode="gaussian", padding_mode="constant",
+            cval=float(image.min()), sw_device=device, device="cpu",
+        )
+        return torch.softmax(logits[0], dim=0)
+
+
+def predict_classes(network: torch.nn.Module, image: np.ndarray, patch_voxels, device: str = "cpu") -> np.ndarray:
+    """The most likely class per voxel (uint8)."""
+    return predict_scores(network, image, patch_voxels, device).argmax(dim=0).numpy().astype(np.uint8)
