@@ -110,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     mesh.add_argument("--format", default="stl", type=_words,
                       help="comma-separated: stl, ply, obj, glb (one scene of all bones); default stl")
     mesh.add_argument("--smooth", type=int, default=DEFAULT_SMOOTHING_ITERATIONS,
-                      help=f"Taubin smoothing iterations, 0 for none (default {DEFAULT_SMOOTHING_ITERATIONS})")
+                      help=f"Taubin smoothing passes, 0 for none (default {DEFAULT_SMOOTHING_ITERATIONS})")
     mesh.add_argument("--faces", type=int, help="decimate each mesh to at most this many faces")
     mesh.add_argument("--largest-only", action="store_true",
                       help="keep only the largest connected piece of each bone (default: keep and count all)")

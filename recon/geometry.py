@@ -83,7 +83,8 @@ class Grid:
         """True when the boxes the two grids' voxels cover intersect (tested on ``other``'s corners mapped into
         this grid's index space, so it may err towards overlap for rotated grids, never against it)."""
         corners = self.lps_to_index(other.corners_lps())
-        half = 0.5 * np.abs(np.asarray(other.spacing_mm).max() / np.asarray(self.spacing_mm))
+        half = 0.5 * np.abs(self.direction_matrix.T @ other.direction_matrix) @ np.asarray(other.spacing_mm)
+        half = half / np.asarray(self.spacing_mm)
         low, high = corners.min(axis=0) - half, corners.max(axis=0) + half
         return bool(np.all(high >= -0.5) and np.all(low <= np.asarray(self.shape) - 0.5))
 

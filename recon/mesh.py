@@ -28,6 +28,7 @@ DEFAULT_SMOOTHING_ITERATIONS = 30
 TAUBIN_LAMBDA, TAUBIN_MU = 0.6307, 0.6732  # Taubin (1995): pass-band 0.1, no shrinkage
 VOLUME_RESTORING_STEPS = 1
 MAX_OFFSET_VOXELS = 0.5
+VOLUME_WARNING_PCT = 5.0
 FACE_CONNECTED = ndimage.generate_binary_structure(3, 1)
 
 
@@ -74,7 +75,7 @@ def mesh_labels(labels: LabelMap, *, smoothing: int = DEFAULT_SMOOTHING_ITERATIO
                 names: list[str] | None = None, largest_only: bool = False) -> dict[str, Mesh]:
     """One mesh per named label present (or per name in ``names``), keyed by name.
 
-    ``smoothing``: Taubin iterations (0: the raw marching-cubes surface). ``target_faces``: decimate each mesh
+    ``smoothing``: Taubin passes (alternating lambda and mu steps; 0: the raw marching-cubes surface). ``target_faces``: decimate each mesh
     to at most this many faces. ``largest_only``: keep only the largest face-connected piece of each label
     (otherwise every piece is kept and counted: a fractured bone is real)."""
     if smoothing < 0 or (target_faces is not None and target_faces < 4):
@@ -85,12 +86,17 @@ def mesh_labels(labels: LabelMap, *, smoothing: int = DEFAULT_SMOOTHING_ITERATIO
         raise InputError(f"no label named {', '.join(unknown)}; the label map has {sorted(labels.names.values())}")
     boxes = label_bounding_boxes(labels.labels)
     meshes = {}
-    for index, name in labels.names.items():
-        if name in wanted and index in boxes:
-            mask = _padded_mask(labels.labels, index, boxes[index])
-            meshes[name] = mesh_mask(name, mask.array, mask.grid_of(labels.grid), smoothing=smoothing,
+    for name in dict.fromkeys(wanted):
+        ids = [index for index, label in labels.names.items() if label == name and index in boxes]
+        if ids:
+            crop = _padded_mask(labels.labels, ids, _union_box([boxes[index] for index in ids]))
+            meshes[name] = mesh_mask(name, crop.array, crop.grid_of(labels.grid), smoothing=smoothing,
                                      target_faces=target_faces, largest_only=largest_only)
     return meshes
+
+
+def _union_box(boxes: list[tuple[slice, ...]]) -> tuple[slice, ...]:
+    return tuple(slice(min(b[a].start for b in boxes), max(b[a].stop for b in boxes)) for a in range(3))
 
 
 @dataclass(frozen=True)
@@ -102,10 +108,10 @@ class _Crop:
         return Grid(self.array.shape, grid.spacing_mm, grid.index_to_lps(self.first_index), grid.direction)
 
 
-def _padded_mask(array: np.ndarray, index: int, box: tuple[slice, ...]) -> _Crop:
+def _padded_mask(array: np.ndarray, ids: list[int], box: tuple[slice, ...]) -> _Crop:
     """The label's mask on its bounding box plus one background voxel on every side (also past the array
     border, so a label touching the border still closes)."""
-    return _Crop(np.pad(array[box] == index, 1), np.array([s.start - 1 for s in box]))
+    return _Crop(np.pad(np.isin(array[box], ids), 1), np.array([s.start - 1 for s in box]))
 
 
 def mesh_mask(name: str, mask: np.ndarray, grid: Grid, *, smoothing: int = DEFAULT_SMOOTHING_ITERATIONS,
@@ -122,12 +128,16 @@ def mesh_mask(name: str, mask: np.ndarray, grid: Grid, *, smoothing: int = DEFAU
         volumes["marching_cubes"] *= -1
     if smoothing:
         filter_taubin(surface, lamb=TAUBIN_LAMBDA, nu=TAUBIN_MU, iterations=smoothing)
+    volumes["smoothed"] = signed_volume(surface)
     warnings = []
     if target_faces is not None and len(surface.faces) > target_faces:
         surface, warning = _decimated(surface, target_faces)
         warnings += [warning] if warning else []
-    volumes["smoothed"] = signed_volume(surface)
     offset = _restore_volume(surface, label_volume, limit_mm=MAX_OFFSET_VOXELS * min(grid.spacing_mm))
+    error_pct = 100.0 * (signed_volume(surface) / label_volume - 1.0)
+    if abs(error_pct) > VOLUME_WARNING_PCT:
+        warnings.append(f"the mesh encloses {error_pct:+.1f}% of the label's volume: the label is too thin or "
+                        "small for smoothing; mesh it with smoothing 0 to keep every voxel")
     quality = _quality(surface, mask, grid, volumes, offset, warnings)
     return Mesh(name, np.asarray(surface.vertices), np.asarray(surface.faces), quality)
 

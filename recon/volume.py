@@ -73,3 +73,9 @@ def label_bounding_boxes(array: np.ndarray) -> dict[int, tuple[slice, ...]]:
         int(values[start]): tuple(slice(int(low[n]), int(high[n]) + 1) for low, high in zip(lows, highs))
         for n, start in enumerate(starts)
     }
+
+
+def compact_label_dtype(array: np.ndarray) -> type:
+    """The smallest unsigned type that holds every id of ``array``."""
+    largest = int(array.max(initial=0))
+    return np.uint8 if largest < 2**8 else np.uint16 if largest < 2**16 else np.uint32

@@ -88,3 +88,19 @@ def test_a_totalsegmentator_style_folder_becomes_one_label_map(tmp_path, caplog)
 def test_a_folder_of_cases_is_not_a_structure_folder(tmp_path):
     folder = _structure_folder(tmp_path / "cases", {"case_001": np.ones(GRID.shape, bool)})
     assert not is_structure_folder(folder)
+
+
+def test_ids_above_65535_survive_a_round_trip(tmp_path):
+    array = np.zeros(GRID.shape, np.uint32)
+    array[1, 1, 1] = 70000
+    write_label_map(LabelMap(GRID, array, {70000: "big"}), tmp_path / "labels.nii.gz")
+    assert read_label_map(tmp_path / "labels.nii.gz").names == {70000: "big"}
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, 1e12, -3.0])
+def test_non_finite_huge_or_negative_label_values_are_refused(tmp_path, value):
+    array = np.zeros(GRID.shape, np.float32)
+    array[0, 0, 0] = value
+    write_image(array, GRID, tmp_path / "bad.nii.gz")
+    with pytest.raises(InputError, match="bad.nii.gz"):
+        read_label_map(tmp_path / "bad.nii.gz")

@@ -13,7 +13,7 @@ from recon.cli import main
 from recon.errors import InputError
 from recon.geometry import Grid
 from recon.io.labels import read_label_map, write_label_map
-from recon.io.mesh_files import LPS_MM_TO_GLTF_M, write_glb_scene, write_mesh
+from recon.io.mesh_files import LPS_MM_TO_GLTF_M, write_glb_scene, write_mesh, write_mesh_set
 from recon.io.slicer import write_segmentation
 from recon.mesh import mesh_labels
 from recon.volume import LabelMap
@@ -164,3 +164,14 @@ def test_recon_mesh_writes_a_file_per_bone_and_the_quality_record(tmp_path, caps
     assert record["meshes"]["vertebrae_L3"]["watertight"] is True
     assert record["meshes"]["vertebrae_L3"]["faces"] <= 800
     assert "LPS" in record["frame"]
+
+
+def test_a_thin_label_is_meshed_with_a_warning_and_clashing_file_names_are_refused(tmp_path):
+    grid = Grid((12, 12, 12), (1.0, 1.0, 1.0), (0, 0, 0))
+    array = np.zeros(grid.shape, np.uint8)
+    array[2:10, 5, 5] = 1  # a rod one voxel thick
+    array[2:8, 2:8, 8:11] = 2
+    meshes = mesh_labels(LabelMap(grid, array, {1: "a b", 2: "a_b"}))
+    assert meshes["a b"].quality.watertight and meshes["a b"].quality.warnings
+    with pytest.raises(InputError, match="same file name"):
+        write_mesh_set(meshes, tmp_path / "out")

@@ -57,8 +57,12 @@ def _cases(path: Path) -> dict[str, Path]:
     cases = {}
     for entry in sorted(path.iterdir()):
         source = _case_source(entry)
+        case = structure_name(entry) if entry.is_file() else entry.name
+        if source is not None and case in cases:
+            raise InputError(f"{path}: two entries are both case {case!r} ({cases[case].name}, {source.name}); "
+                             "rename one")
         if source is not None:
-            cases[structure_name(entry) if entry.is_file() else entry.name] = source
+            cases[case] = source
     if not cases:
         raise InputError(f"{path}: no label files (.nii.gz, .nrrd, .mha) or case folders in it")
     return cases

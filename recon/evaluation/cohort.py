@@ -29,8 +29,8 @@ STATISTICS = ("mean, median, first and third quartiles (IQR), and a 95% percenti
 
 def metric_names(evaluations: dict[str, Evaluation]) -> list[str]:
     """The numeric columns of a score row, in order."""
-    first = next(iter(evaluations.values()))
-    row = next(iter(first.labels.values())).row() if first.labels else {}
+    scores = [score for e in evaluations.values() for score in e.labels.values()]
+    row = scores[0].row() if scores else {}
     return [key for key in row if key not in ("label", "status", "identified", "volume_pred_ml", "volume_ref_ml")]
 
 

@@ -19,9 +19,10 @@ from recon.anatomy import VOCABULARIES
 from recon.errors import InputError
 from recon.io.atomic import atomic_path
 from recon.io.images import image_format, read_image, write_image
-from recon.volume import LabelMap
+from recon.volume import LabelMap, compact_label_dtype
 
 NAMES_FILE = "labels.json"
+MAX_LABEL_ID = 2**31 - 1
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 log = logging.getLogger(__name__)
@@ -30,8 +31,7 @@ log = logging.getLogger(__name__)
 def write_label_map(labels: LabelMap, path: str | Path) -> Path:
     """Write the label image (uint8 or uint16 by range) and ``labels.json`` in the same folder."""
     path = Path(path)
-    dtype = np.uint8 if labels.labels.max(initial=0) < 256 else np.uint16
-    write_image(labels.labels.astype(dtype), labels.grid, path)
+    write_image(labels.labels.astype(compact_label_dtype(labels.labels)), labels.grid, path)
     names = {str(index): name for index, name in sorted(labels.names.items())}
     with atomic_path(path.parent / NAMES_FILE) as temporary:
         temporary.write_text(json.dumps(names, indent=2))
@@ -45,11 +45,11 @@ def read_label_map(path: str | Path, label_map: str | Path | None = None) -> Lab
         return read_structure_folder(path)
     image = read_image(path)
     values = np.asarray(image.array)
-    if values.dtype.kind == "f" and not np.array_equal(values, np.round(values)):
-        raise InputError(f"{path}: label image holds non-integer values; expected integer labels")
-    if values.min(initial=0) < 0:
-        raise InputError(f"{path}: label image holds negative values; expected ids 0 (background) and up")
-    labels = values.astype(np.int32 if values.max(initial=0) > 65535 else np.uint16)
+    if values.dtype.kind == "f" and not (np.all(np.isfinite(values)) and np.array_equal(values, np.round(values))):
+        raise InputError(f"{path}: label image holds non-integer values (or NaN); expected integer labels")
+    if values.min(initial=0) < 0 or values.max(initial=0) > MAX_LABEL_ID:
+        raise InputError(f"{path}: label ids must lie between 0 (background) and {MAX_LABEL_ID}")
+    labels = values.astype(compact_label_dtype(values))
     present = [int(v) for v in np.unique(labels) if v != 0]
     names, declared = label_names(path, label_map)
     ids = sorted(set(present) | (set(names) if declared else set()))
@@ -81,8 +81,11 @@ def _names_file(path: Path) -> dict[int, str]:
         raise InputError(f"{path}: not a label map; {fix}")
     names = {}
     for key, name in table.items():
-        if not (isinstance(key, str) and key.isdigit() and int(key) > 0 and isinstance(name, str) and name):
-            raise InputError(f"{path}: entry {key!r}: {name!r} is not a positive id and a name; {fix}")
+        if not (isinstance(key, str) and key.isascii() and key.isdigit() and int(key) > 0
+                and isinstance(name, str) and name and name.isascii() and name.isprintable()):
+            raise InputError(f"{path}: entry {key!r}: {name!r} is not a positive id and a printable ASCII name; {fix}")
+        if int(key) in names:
+            raise InputError(f"{path}: id {int(key)} appears twice")
         names[int(key)] = name
     if len(set(names.values())) != len(names):
         raise InputError(f"{path}: two ids share a name; each label needs its own name")

@@ -74,9 +74,14 @@ def write_mesh_set(meshes: dict, out, *, formats=("stl",), settings: dict | None
     """Write each mesh as ``OUT/<name>.<format>`` (STL, PLY, OBJ), all of them as ``OUT/scene.glb`` when
     ``glb`` is asked for, and ``OUT/meshes.json`` with every mesh's files and quality figures."""
     unknown = sorted(set(formats) - set(MESH_FORMATS))
-    if unknown:
+    if unknown or not formats:
         raise InputError(f"unknown mesh format {', '.join(unknown)}; choose from {', '.join(MESH_FORMATS)}")
+    stems = [file_stem(name) for name in meshes]
+    if len(set(stems)) != len(stems):
+        raise InputError(f"two label names give the same file name ({', '.join(sorted(meshes))}); rename one")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder; name an output folder")
     out.mkdir(parents=True, exist_ok=True)
     record = {"frame": "LPS millimetres (STL, PLY, OBJ); " + GLTF_FRAME, "settings": settings or {}, "meshes": {}}
     for name, mesh in meshes.items():

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import slicerio
 
 from recon.anatomy import colour_of
 from recon.io.atomic import atomic_path
-from recon.volume import LabelMap, label_bounding_boxes
+from recon.volume import LabelMap, compact_label_dtype, label_bounding_boxes
 
 SEGMENTATION_SUFFIX = ".seg.nrrd"
 
@@ -24,8 +23,7 @@ def write_segmentation(labels: LabelMap, path: str | Path) -> Path:
          "extent": [bound for s in boxes[index] for bound in (s.start, s.stop - 1)]}
         for index, name in sorted(labels.names.items()) if index in boxes
     ]
-    dtype = np.uint8 if labels.labels.max(initial=0) < 256 else np.uint16
-    segmentation = {"voxels": labels.labels.astype(dtype, copy=False), "ijkToLPS": labels.grid.affine_lps,
+    segmentation = {"voxels": labels.labels.astype(compact_label_dtype(labels.labels), copy=False), "ijkToLPS": labels.grid.affine_lps,
                     "segments": segments, "containedRepresentationNames": ["Binary labelmap"],
                     "masterRepresentation": "Binary labelmap"}
     with atomic_path(path) as temporary:
