@@ -15,6 +15,7 @@ _PUBLIC = {
     "read_label_map": "recon.io.labels",
     "evaluate": "recon.evaluation",
     "mesh_labels": "recon.mesh",
+    "segment": "recon.segmentation.infer",
 }
 __all__ = sorted(_PUBLIC)
 

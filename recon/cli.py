@@ -117,6 +117,20 @@ def _parser() -> argparse.ArgumentParser:
     mesh.add_argument("--label-map", metavar="FILE|WORD", help=LABEL_MAP_HELP)
     mesh.set_defaults(command=_mesh)
 
+    segment = commands.add_parser(
+        "segment", help="segment the bones of a CT (or bring an existing segmentation to recon's labels)",
+        description="Writes OUT/labels.nii.gz, OUT/labels.json (id -> name, with each vertebra level's "
+                    "confidence) and OUT/segmentation.seg.nrrd for 3D Slicer, on the CT's grid.")
+    segment.add_argument("input", help="anything 'recon info' reads")
+    segment.add_argument("-o", "--output", required=True, help="output folder")
+    segment.add_argument("--model", help="model name under models/ or a model folder (default: the shipped one)")
+    segment.add_argument("--labels", metavar="EXISTING",
+                         help="use this segmentation instead of the network: a label file or a folder of "
+                              "per-structure masks (e.g. TotalSegmentator's output)")
+    segment.add_argument("--label-map", metavar="FILE|WORD", help=LABEL_MAP_HELP + " (for --labels)")
+    segment.add_argument("--series", metavar="UID", help="SeriesInstanceUID to load instead of the automatic choice")
+    segment.set_defaults(command=_segment)
+
     train = commands.add_parser(
         "train", help="train the bone segmentation network on phantoms (and optionally a user dataset)",
         description="Train a 3D U-Net (MONAI) on phantoms drawn on the fly; with --data, also on an nnU-Net v2 raw "
@@ -240,6 +254,32 @@ def _mesh(args: argparse.Namespace) -> int:
 
 def _words(text: str) -> tuple[str, ...]:
     return tuple(word.strip().lower() for word in text.split(",") if word.strip())
+
+
+def _segment(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from recon.io.labels import write_label_map
+    from recon.io.loading import load_ct
+    from recon.io.slicer import write_segmentation
+
+    volume = load_ct(args.input, series_uid=args.series)
+    if args.labels:
+        from recon.segmentation.sources import existing_labels
+
+        labels = existing_labels(args.labels, volume.grid, args.label_map)
+    else:
+        from recon.segmentation.infer import segment
+
+        labels = segment(volume, model=args.model)
+    out = Path(args.output)
+    write_label_map(labels, out / "labels.nii.gz")
+    write_segmentation(labels, out / "segmentation.seg.nrrd")
+    for index, name in sorted(labels.names.items()):
+        confidence = labels.confidence.get(index)
+        print(f"{name}" + (f"  confidence {confidence:.2f}" if confidence is not None else ""))
+    print(f"wrote labels.nii.gz, labels.json and segmentation.seg.nrrd to {out}/")
+    return 0
 
 
 def _train(args: argparse.Namespace) -> int:

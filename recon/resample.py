@@ -24,7 +24,7 @@ def canonical_grid(grid: Grid, spacing_mm: float) -> Grid:
 
 def resample_volume(volume: Volume, grid: Grid) -> np.ndarray:
     """CT values on ``grid`` by linear interpolation in LPS (float32); outside the source: air."""
-    return _resample(volume.hu.astype(np.float32, copy=False), volume.grid, grid, sitk.sitkLinear, AIR_HU)
+    return resample_array(volume.hu.astype(np.float32, copy=False), volume.grid, grid, sitk.sitkLinear, AIR_HU)
 
 
 def resample_labels(labels: LabelMap, grid: Grid) -> LabelMap:
@@ -36,11 +36,12 @@ def resample_labels(labels: LabelMap, grid: Grid) -> LabelMap:
             "the two label maps do not overlap in patient space (LPS); they belong to different scans or one "
             "has a wrong origin or direction in its header"
         )
-    moved = _resample(labels.labels, labels.grid, grid, sitk.sitkNearestNeighbor, 0)
+    moved = resample_array(labels.labels, labels.grid, grid, sitk.sitkNearestNeighbor, 0)
     return LabelMap(grid, moved, dict(labels.names))
 
 
-def _resample(array: np.ndarray, source_grid: Grid, grid: Grid, interpolator, outside: float) -> np.ndarray:
+def resample_array(array: np.ndarray, source_grid: Grid, grid: Grid, interpolator, outside: float) -> np.ndarray:
+    """``array`` on ``source_grid`` sampled onto ``grid`` with a SimpleITK interpolator; ``outside`` beyond it."""
     source = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
     source.SetSpacing(source_grid.spacing_mm)
     source.SetOrigin(source_grid.origin_lps_mm)

@@ -29,10 +29,12 @@ log = logging.getLogger(__name__)
 
 
 def write_label_map(labels: LabelMap, path: str | Path) -> Path:
-    """Write the label image (uint8 or uint16 by range) and ``labels.json`` in the same folder."""
+    """Write the label image (the smallest unsigned type that holds its ids) and ``labels.json`` in the same
+    folder: ``{id: name}``, or ``{id: {"name": ..., "confidence": ...}}`` for labels with a confidence."""
     path = Path(path)
     write_image(labels.labels.astype(compact_label_dtype(labels.labels)), labels.grid, path)
-    names = {str(index): name for index, name in sorted(labels.names.items())}
+    names = {str(index): {"name": name, "confidence": round(labels.confidence[index], 4)}
+             if index in labels.confidence else name for index, name in sorted(labels.names.items())}
     with atomic_path(path.parent / NAMES_FILE) as temporary:
         temporary.write_text(json.dumps(names, indent=2))
     return path
@@ -81,6 +83,7 @@ def _names_file(path: Path) -> dict[int, str]:
         raise InputError(f"{path}: not a label map; {fix}")
     names = {}
     for key, name in table.items():
+        name = name.get("name") if isinstance(name, dict) else name
         if not (isinstance(key, str) and key.isascii() and key.isdigit() and int(key) > 0
                 and isinstance(name, str) and name and name.isascii() and name.isprintable()):
             raise InputError(f"{path}: entry {key!r}: {name!r} is not a positive id and a printable ASCII name; {fix}")

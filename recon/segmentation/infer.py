@@ -1,0 +1,70 @@
+"""``recon.segment``: bones of a CT by the shipped network, on the input's own grid.
+
+The CT is resampled onto an axis-aligned LPS grid at the model's spacing, the network runs in sliding windows,
+levels are made consistent (``levels.py``), and each label returns to the input grid by interpolating its
+class score linearly, one label at a time on its own bounding box: smooth boundaries without ever holding
+full-resolution scores for every class (only one running maximum and the uint8 labels).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from scipy import ndimage
+
+from recon.anatomy import LABEL_IDS, is_vertebra
+from recon.geometry import Grid
+from recon.resample import canonical_grid, resample_array, resample_volume
+from recon.segmentation.levels import assign_levels
+from recon.segmentation.model import Model, load_model
+from recon.segmentation.window import normalise, predict_scores
+from recon.volume import LabelMap, Volume, compact_label_dtype, label_bounding_boxes
+
+
+def segment(volume: Volume, *, model: Model | str | None = None) -> LabelMap:
+    """The bones of ``volume`` as a label map on its grid, named as recon names them, with a confidence for
+    each vertebra level."""
+    model = model if isinstance(model, Model) else load_model(model)
+    grid = canonical_grid(volume.grid, model.spacing_mm)
+    image = normalise(resample_volume(volume, grid), model.card["intensity"])
+    scores = predict_scores(model.network, image, model.card["patch_voxels"])
+    levels = assign_levels(scores.argmax(dim=0).numpy().astype(np.uint8), model.labels, model.spacing_mm)
+    ids = {c: LABEL_IDS[name] for c, name in enumerate(model.labels) if name in LABEL_IDS}
+    labels = _onto_grid(levels.classes, scores, grid, volume.grid, model.labels, ids)
+    present = set(np.unique(labels).tolist()) - {0}
+    names = {ids[c]: model.labels[c] for c in ids if ids[c] in present}
+    confidence = {ids[c]: value for c, value in levels.confidence.items() if ids[c] in present}
+    return LabelMap(volume.grid, labels, names, confidence)
+
+
+def _onto_grid(classes: np.ndarray, scores: torch.Tensor, source: Grid, target: Grid, names: list[str],
+               ids: dict[int, int]) -> np.ndarray:
+    spine = sum(scores[c] for c, name in enumerate(names) if is_vertebra(name)).numpy()
+    best = np.full(target.shape, 0.5, np.float32)  # a label must beat background to claim a voxel
+    labels = np.zeros(target.shape, compact_label_dtype(np.array(list(ids.values()) or [0])))
+    for c, box in label_bounding_boxes(classes).items():
+        region = ndimage.binary_dilation(classes == c, iterations=1)
+        score = np.where(region, spine if is_vertebra(names[c]) else scores[c].numpy(), 0).astype(np.float32)
+        window = _target_window(source, box, target)
+        if window is None:
+            continue
+        sub_grid = Grid(tuple(s.stop - s.start for s in window), target.spacing_mm,
+                        target.index_to_lps([s.start for s in window]), target.direction)
+        moved = resample_array(score, source, sub_grid, sitk.sitkLinear, 0.0)
+        claimed = moved > best[window]
+        best[window][claimed] = moved[claimed]
+        labels[window][claimed] = ids[c]
+    return labels
+
+
+def _target_window(source: Grid, box: tuple[slice, ...], target: Grid) -> tuple[slice, ...] | None:
+    """The part of ``target`` that the (one-voxel padded) ``box`` of ``source`` covers."""
+    corners = np.array([[i, j, k] for i in (box[0].start - 2, box[0].stop + 1)
+                        for j in (box[1].start - 2, box[1].stop + 1) for k in (box[2].start - 2, box[2].stop + 1)])
+    index = target.lps_to_index(source.index_to_lps(corners))
+    low = np.maximum(np.floor(index.min(axis=0)).astype(int), 0)
+    high = np.minimum(np.ceil(index.max(axis=0)).astype(int) + 1, target.shape)
+    if np.any(high <= low):
+        return None
+    return tuple(slice(int(a), int(b)) for a, b in zip(low, high))

@@ -1,0 +1,145 @@
+"""Segmentation mechanics: level naming, the model file contract, training resume, existing segmentations.
+(The shipped model's accuracy is pinned in test_segmentation_accuracy.py.)"""
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from recon.anatomy import BONES, LABEL_IDS
+from recon.errors import InputError
+from recon.geometry import Grid
+from recon.phantom import make_phantom
+from recon.segmentation.levels import assign_levels
+from recon.segmentation.model import build_network, load_model, save_model
+from recon.segmentation.sources import existing_labels
+from recon.segmentation.train import LABELS, default_config, train
+from recon.volume import Volume
+from tests.conftest import shared_path
+
+SPACING = 3.0
+
+
+def spine(levels_from_inferior, shape=(20, 20, 90)):
+    """Vertebra bodies stacked along S (index axis 2), 7 voxels tall with 3-voxel discs, each filled with the
+    class the 'network' gave it."""
+    classes = np.zeros(shape, np.uint8)
+    for k, level in enumerate(levels_from_inferior):
+        body = classes[5:15, 5:15, 3 + 10 * k:10 + 10 * k]
+        body[...] = LABEL_IDS[level] if isinstance(level, str) else level
+    return classes
+
+
+def names_from_inferior(result, shape=(20, 20, 90)):
+    return [LABELS[result.classes[10, 10, 6 + 10 * k]] for k in range(shape[2] // 10 - 1)
+            if result.classes[10, 10, 6 + 10 * k]]
+
+
+def test_consistent_levels_are_kept():
+    levels = ["vertebrae_L5", "vertebrae_L4", "vertebrae_L3", "vertebrae_L2", "vertebrae_L1"]
+    result = assign_levels(spine(levels), LABELS, SPACING)
+    assert names_from_inferior(result) == levels
+    assert all(value == 1.0 for value in result.confidence.values())
+
+
+def test_a_duplicated_level_is_renamed_to_close_the_sequence():
+    said = ["vertebrae_L5", "vertebrae_L4", "vertebrae_L4", "vertebrae_L2", "vertebrae_L1"]
+    result = assign_levels(spine(said), LABELS, SPACING)
+    assert names_from_inferior(result) == ["vertebrae_L5", "vertebrae_L4", "vertebrae_L3", "vertebrae_L2",
+                                           "vertebrae_L1"]
+    assert result.confidence[LABEL_IDS["vertebrae_L3"]] == 0.0  # the network never said L3 there
+
+
+def test_a_field_of_view_cut_at_the_bottom_names_by_the_majority():
+    said = ["vertebrae_L4", "vertebrae_L2", "vertebrae_L2", "vertebrae_L1", "vertebrae_T12"]
+    result = assign_levels(spine(said), LABELS, SPACING)
+    assert names_from_inferior(result) == ["vertebrae_L4", "vertebrae_L3", "vertebrae_L2", "vertebrae_L1",
+                                           "vertebrae_T12"]
+
+
+def test_a_vertebra_split_between_two_levels_stays_one_instance_and_specks_go():
+    classes = spine(["vertebrae_L5", "vertebrae_L4", "vertebrae_L3"])
+    classes[5:15, 5:10, 13:20] = LABEL_IDS["vertebrae_L3"]  # half of L4 said to be L3
+    classes[0, 0, 0] = LABEL_IDS["sacrum"]
+    classes[2:4, 2:4, 60:62] = LABEL_IDS["sacrum"]
+    classes[10:19, 10:19, 70:80] = LABEL_IDS["sacrum"]
+    result = assign_levels(classes, LABELS, SPACING)
+    assert names_from_inferior(result, (20, 20, 40)) == ["vertebrae_L5", "vertebrae_L4", "vertebrae_L3"]
+    assert result.classes[0, 0, 0] == 0 and result.classes[12, 12, 75] == LABEL_IDS["sacrum"]
+
+
+def tiny_model(tmp_path):
+    torch.manual_seed(0)
+    spec = {"name": "UNet", "channels": [4, 8], "strides": [2], "num_res_units": 0}
+    card = {"network": spec, "labels": LABELS, "spacing_mm": 4.0, "patch_voxels": [32, 32, 32],
+            "intensity": {"clip_hu": [-1000.0, 2000.0], "scale_hu": 1000.0}}
+    return save_model(build_network(spec, len(LABELS)), card, tmp_path / "tiny")
+
+
+def test_segment_returns_labels_on_the_input_grid_whatever_its_orientation(tmp_path):
+    from recon.segmentation.infer import segment
+
+    folder = tiny_model(tmp_path)
+    direction = np.diag([-1.0, 1.0, -1.0])  # a rotation by 180 degrees about P
+    grid = Grid((40, 36, 30), (2.0, 2.5, 3.0), (30.0, -40.0, 50.0), direction)
+    hu = np.where(np.indices(grid.shape)[0] > 20, 700, 0).astype(np.int16)
+    labels = segment(Volume(grid, hu), model=folder)
+    assert labels.grid == grid and labels.labels.shape == grid.shape
+    assert labels.labels.dtype == np.uint8 and set(labels.names.values()) <= set(BONES)
+
+
+def test_models_load_only_from_safetensors_with_a_matching_hash(tmp_path):
+    folder = tiny_model(tmp_path)
+    assert load_model(folder).labels == LABELS
+    card = json.loads((folder / "model.json").read_text())
+    card["sha256"] = "0" * 64
+    (folder / "model.json").write_text(json.dumps(card))
+    with pytest.raises(InputError, match="sha256"):
+        load_model(folder)
+
+
+class _Planted:
+    def __reduce__(self):
+        return (open, (str(self.target), "w"))
+
+
+def test_a_pickled_model_is_refused_without_being_unpickled(tmp_path):
+    planted = _Planted()
+    planted.target = tmp_path / "pwned"
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps(planted))
+    with pytest.raises(InputError, match="pickle"):
+        load_model(tmp_path / "evil.pt")
+    assert not planted.target.exists()
+
+
+def test_training_resumes_exactly_where_it_stopped(tmp_path):
+    config = default_config()
+    config.update(steps=4, batch_size=1, patch_voxels=[32, 32, 32], spacing_mm=6.0, phantom_shape=[48, 48, 56],
+                  crops_per_phantom=2, validate_every=100, checkpoint_every=2, validation_phantoms=1,
+                  network={"name": "UNet", "channels": [4, 8], "strides": [2], "num_res_units": 0})
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    straight = train(tmp_path / "straight", config_path=tmp_path / "config.json")
+    train(tmp_path / "split", config_path=tmp_path / "config.json", steps=2)
+    resumed = train(tmp_path / "split", resume=True, steps=4)
+    a, b = load_model(straight).network.state_dict(), load_model(resumed).network.state_dict()
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    card = json.loads((resumed / "model.json").read_text())
+    assert card["training"]["steps"] == 4 and card["accuracy"]["held_out_phantoms"]["step"] == 4
+
+
+def test_an_existing_totalsegmentator_result_becomes_recon_labels_on_the_ct_grid():
+    from recon.io.loading import load_ct
+
+    ct = load_ct(shared_path("real/totalseg-example/ct.nii.gz"))
+    labels = existing_labels(shared_path("real/totalseg-example/spine_report/totalseg.nii.gz"), ct.grid,
+                             "totalsegmentator")
+    assert labels.grid == ct.grid
+    assert set(labels.names.values()) >= {"vertebrae_L1", "vertebrae_L5", "vertebrae_T12"}  # v2 has no sacrum here
+    assert all(LABEL_IDS[name] == index for index, name in labels.names.items())
+
+
+def test_a_phantom_ct_has_the_labels_the_model_knows():
+    phantom = make_phantom(3, size="small")
+    assert set(phantom.labels.names.values()) <= set(LABELS)
