@@ -17,7 +17,7 @@ _PUBLIC = {
     "mesh_labels": "recon.mesh",
     "segment": "recon.segmentation.infer",
 }
-__all__ = sorted(_PUBLIC)
+__all__ = ["Grid", "LabelMap", "ReconError", "Volume", "evaluate", "load_ct", "mesh_labels", "read_label_map", "segment"]
 
 
 def __getattr__(name: str):

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from recon import __version__
 from recon.errors import InputError, ReconError
@@ -257,8 +258,6 @@ def _words(text: str) -> tuple[str, ...]:
 
 
 def _segment(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from recon.io.labels import write_label_map
     from recon.io.loading import load_ct
     from recon.io.slicer import write_segmentation
@@ -296,8 +295,13 @@ def _demo(args: argparse.Namespace) -> int:
 
     description = run_demo(args.output)
     print(_info_text(description))
-    print(f"wrote the example phantom (DICOM, labels, truth), its NIfTI conversion, preview.png, info.json and "
-          f"the bone meshes (meshes/: STL, scene.glb, segmentation.seg.nrrd, meshes.json) to {args.output}/")
+    summary = json.loads((Path(args.output) / "evaluation" / "summary.json").read_text())
+    for name, entry in summary["labels"].items():
+        if entry["dice"].get("n"):
+            print(f"{name}: Dice {entry['dice']['mean']:.3f}, HD95 {entry['hd95_mm']['mean']:.1f} mm")
+    print(f"wrote the example phantom (DICOM, labels, truth), example_ct.nii.gz, info.json, the model's "
+          f"segmentation (segmentation/), its evaluation against the truth (evaluation/), the bone meshes "
+          f"(meshes/: STL, scene.glb, meshes.json) and preview.png to {args.output}/")
     return 0
 
 

@@ -1,0 +1,84 @@
+"""The accuracy figures a model card reports, measured (never tuned on): held-out phantoms, and the real
+studies in ``../shared/data`` when they are there. ``python -m recon.segmentation.accuracy MODEL`` writes them
+into MODEL/model.json (the weights, and so their sha256, are untouched)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from recon.anatomy import BONES, is_vertebra
+from recon.evaluation import evaluate
+from recon.io.atomic import atomic_path
+from recon.io.labels import read_label_map
+from recon.io.loading import load_ct
+from recon.phantom import make_phantom
+from recon.segmentation.infer import segment
+from recon.segmentation.model import CARD_FILE, load_model, model_dir
+
+HELD_OUT_SEED_BASE = 950_000_000  # neither a training nor a validation seed
+HELD_OUT_PHANTOMS = 4
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def held_out_phantoms(model, count: int = HELD_OUT_PHANTOMS) -> dict:
+    """Dice per bone (mean and worst over the phantoms) and the share of levels named right, on small phantoms
+    (2 mm, another spacing than training's)."""
+    dice: dict[str, list[float]] = {}
+    named, total = 0, 0
+    for number in range(count):
+        phantom = make_phantom(HELD_OUT_SEED_BASE + number, size="small")
+        result = evaluate(segment(phantom.ct, model=model), phantom.labels)
+        for name, score in result.labels.items():
+            if name in BONES and name in phantom.labels.names.values():
+                dice.setdefault(name, []).append(score.dice)
+        named += sum(bool(s.identified) for s in result.labels.values() if s.identified is not None)
+        total += result.vertebrae_in_ref
+    return {"phantoms": count, "seeds_from": HELD_OUT_SEED_BASE,
+            "dice_mean": {n: round(float(np.mean(v)), 4) for n, v in dice.items()},
+            "dice_worst": {n: round(float(np.min(v)), 4) for n, v in dice.items()},
+            "levels_named_right": f"{named}/{total}"}
+
+
+def totalsegmentator_example(model, data: Path = SHARED_DATA) -> dict:
+    """``real/totalseg-example/ct.nii.gz`` (3 mm) against TotalSegmentator v1's masks."""
+    folder = data / "real" / "totalseg-example"
+    predicted = segment(load_ct(folder / "ct.nii.gz"), model=model)
+    result = evaluate(predicted, read_label_map(folder / "reference_v1"))
+    return {"dice": {n: round(s.dice, 4) for n, s in result.labels.items() if s.dice is not None},
+            "levels_named_right": {n: s.identified for n, s in result.labels.items() if is_vertebra(n)
+                                   and s.identified is not None}}
+
+
+def tptbox_l3(model, data: Path = SHARED_DATA) -> dict:
+    """``real/tptbox-l3``: L3 against its vertebra mask (VerSe ids)."""
+    folder = data / "real" / "tptbox-l3"
+    predicted = segment(load_ct(folder / "sub-ct_label-22_ct.nii.gz"), model=model)
+    result = evaluate(predicted, read_label_map(folder / "sub-ct_seg-vert_label-22_msk.nii.gz", "verse"))
+    score = result.labels.get("vertebrae_L3")
+    return {"dice_L3": round(score.dice, 4) if score and score.dice is not None else None}
+
+
+def measure(name_or_path) -> dict:
+    model = load_model(name_or_path)
+    figures = {"held_out_phantoms": held_out_phantoms(model)}
+    if SHARED_DATA.is_dir():
+        figures["real_totalseg_example_vs_reference_v1"] = totalsegmentator_example(model)
+        figures["real_tptbox_l3"] = tptbox_l3(model)
+    return figures
+
+
+def main(argv: list[str]) -> None:
+    folder = model_dir(argv[0] if argv else None)
+    card = json.loads((folder / CARD_FILE).read_text())
+    card["accuracy"] = {**card.get("accuracy", {}), **measure(folder)}
+    with atomic_path(folder / CARD_FILE) as temporary:
+        temporary.write_text(json.dumps(card, indent=2) + "\n")
+    print(json.dumps(card["accuracy"], indent=2))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
