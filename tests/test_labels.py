@@ -11,6 +11,7 @@ from recon.geometry import Grid
 from recon.io.images import write_image
 from recon.io.labels import is_structure_folder, read_label_map, write_label_map
 from recon.volume import LabelMap
+from tests.conftest import shared_path
 
 GRID = Grid((6, 5, 4), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0))
 
@@ -104,3 +105,17 @@ def test_non_finite_huge_or_negative_label_values_are_refused(tmp_path, value):
     write_image(array, GRID, tmp_path / "bad.nii.gz")
     with pytest.raises(InputError, match="bad.nii.gz"):
         read_label_map(tmp_path / "bad.nii.gz")
+
+
+def test_a_dicom_seg_reads_as_a_named_label_map_in_patient_space():
+    from recon.io.loading import load_ct
+    from recon.resample import resample_labels
+
+    folder = shared_path("dicom-edge/dcmqi-ct3-seg")
+    labels = read_label_map(folder / "liver.dcm")
+    assert labels.names == {1: "Liver"}
+    ct = load_ct(folder / "ct-3slice")
+    on_ct = resample_labels(labels, ct.grid)
+    assert 20 < float(np.median(ct.hu[on_ct.labels == 1])) < 100  # liver parenchyma, not air or bone
+    with pytest.raises(InputError, match="overlap"):
+        read_label_map(folder / "partial_overlaps.dcm")

@@ -1,5 +1,5 @@
-"""Label maps on disk: an integer NIfTI/NRRD/MHA image plus ``labels.json`` ({id: name}) beside it, or a
-folder of one binary mask per structure (TotalSegmentator's layout).
+"""Label maps on disk: an integer NIfTI/NRRD/MHA image plus ``labels.json`` ({id: name}) beside it, a folder
+of one binary mask per structure (TotalSegmentator's layout), or a DICOM SEG (its segment labels name it).
 
 One naming rule for every command that reads a label file: names come from ``label_map`` (a JSON file of
 {id: name}, or one of the words in ``recon.anatomy.VOCABULARIES``), else from ``labels.json`` beside the
@@ -18,6 +18,7 @@ import numpy as np
 from recon.anatomy import VOCABULARIES
 from recon.errors import InputError
 from recon.io.atomic import atomic_path
+from recon.io.dicom_seg import is_dicom_file, read_dicom_seg
 from recon.io.images import image_format, read_image, write_image
 from recon.volume import LabelMap, compact_label_dtype
 
@@ -45,6 +46,10 @@ def read_label_map(path: str | Path, label_map: str | Path | None = None) -> Lab
     path = Path(path)
     if path.is_dir():
         return read_structure_folder(path)
+    if not image_format(path) and is_dicom_file(path):
+        seg = read_dicom_seg(path)
+        names = label_names(path, label_map)[0] if label_map is not None else seg.names
+        return LabelMap(seg.grid, seg.labels, {i: names.get(i, f"label_{i}") for i in seg.names})
     image = read_image(path)
     values = np.asarray(image.array)
     if values.dtype.kind == "f" and not (np.all(np.isfinite(values)) and np.array_equal(values, np.round(values))):
