@@ -43,8 +43,9 @@ def assign_levels(classes: np.ndarray, labels: list[str], spacing_mm: float) -> 
     if instances:
         order = _best_levels(instances, classes, vertebra_classes)
         for mask, level in zip(instances, order):
-            cleaned[mask] = level
-            confidence[level] = float(np.mean(classes[mask] == level))
+            if level:  # more instances than levels: the extras stay background
+                cleaned[mask] = level
+                confidence[level] = float(np.mean(classes[mask] == level))
     return Levels(cleaned, confidence)
 
 
