@@ -22,7 +22,7 @@ from trimesh.smoothing import filter_taubin
 
 from recon.errors import InputError
 from recon.geometry import Grid
-from recon.volume import LabelMap, label_bounding_boxes
+from recon.volume import LabelMap, label_bounding_boxes, union_box
 
 DEFAULT_SMOOTHING_ITERATIONS = 30
 TAUBIN_LAMBDA, TAUBIN_MU = 0.6307, 0.6732  # Taubin (1995): pass-band 0.1, no shrinkage
@@ -89,14 +89,10 @@ def mesh_labels(labels: LabelMap, *, smoothing: int = DEFAULT_SMOOTHING_ITERATIO
     for name in dict.fromkeys(wanted):
         ids = [index for index, label in labels.names.items() if label == name and index in boxes]
         if ids:
-            crop = _padded_mask(labels.labels, ids, _union_box([boxes[index] for index in ids]))
+            crop = _padded_mask(labels.labels, ids, union_box(*(boxes[index] for index in ids)))
             meshes[name] = mesh_mask(name, crop.array, crop.grid_of(labels.grid), smoothing=smoothing,
                                      target_faces=target_faces, largest_only=largest_only)
     return meshes
-
-
-def _union_box(boxes: list[tuple[slice, ...]]) -> tuple[slice, ...]:
-    return tuple(slice(min(b[a].start for b in boxes), max(b[a].stop for b in boxes)) for a in range(3))
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,14 @@ def label_bounding_boxes(array: np.ndarray) -> dict[int, tuple[slice, ...]]:
     }
 
 
+def union_box(*boxes: tuple[slice, ...] | None) -> tuple[slice, ...] | None:
+    """The smallest box holding every given box (None entries ignored; None when there are none)."""
+    given = [box for box in boxes if box is not None]
+    if not given:
+        return None
+    return tuple(slice(min(b[a].start for b in given), max(b[a].stop for b in given)) for a in range(3))
+
+
 def compact_label_dtype(array: np.ndarray) -> type:
     """The smallest unsigned type that holds every id of ``array``."""
     largest = int(array.max(initial=0))

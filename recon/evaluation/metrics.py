@@ -11,7 +11,7 @@ from recon.anatomy import is_vertebra
 from recon.errors import InputError
 from recon.evaluation.surface import Surface, directed_distances, surface_of
 from recon.resample import resample_labels
-from recon.volume import LabelMap, label_bounding_boxes
+from recon.volume import LabelMap, label_bounding_boxes, union_box
 
 DEFAULT_TOLERANCES_MM = (1.0, 2.0, 3.0)
 HD_PERCENTILE = 95.0
@@ -151,7 +151,7 @@ def _score_labels(pred: LabelMap, ref: LabelMap, tolerances_mm: tuple[float, ...
     names = list(dict.fromkeys(list(ref.names.values()) + list(pred.names.values())))
     scores = {}
     for name in names:
-        box = _union_box(pred_boxes.get(name), ref_boxes.get(name))
+        box = union_box(pred_boxes.get(name), ref_boxes.get(name))
         score = _score(name, pred, ref, box, tolerances_mm)
         if score.status == "present":
             distance = float(np.linalg.norm(pred_centroids[name] - ref_centroids[name]))
@@ -207,14 +207,8 @@ def _boxes_by_name(labels: LabelMap) -> dict[str, tuple[slice, ...]]:
     for index, box in label_bounding_boxes(labels.labels).items():
         if index in labels.names:
             name = labels.names[index]
-            found[name] = _union_box(found.get(name), box)
+            found[name] = union_box(found.get(name), box)
     return found
-
-
-def _union_box(a, b):
-    if a is None or b is None:
-        return a if b is None else b
-    return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b))
 
 
 def _mask(labels: LabelMap, name: str, box) -> np.ndarray:
