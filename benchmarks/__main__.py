@@ -22,6 +22,11 @@ Segmentation: ``recon.segment`` with the shipped model on the clinical phantom's
 network as TotalSegmentator configures it at 1.5 mm (PlainConvUNet, 6 stages, 32-320 features, 118 classes,
 random weights, from dynamic-network-architectures) running sliding-window inference (128^3 patches,
 overlap 0.5) on the same CT resampled to 1.5 mm. The project's budget is 30 s and 4 GB on 2 cores.
+
+Spine planning: ``recon.plan_spine`` on the clinical phantom's labels, both sides of every vertebra in view.
+No open tool plans pedicle screws automatically, so the reference is the project's budget of 1 s per
+vertebra on 2 cores (for scale: an atlas-based planner took 312 s for 10 trajectories; a commercial one
+takes about 20 s per vertebra).
 """
 
 from __future__ import annotations
@@ -46,10 +51,12 @@ from recon.io.images import write_image
 from recon.mesh import mesh_labels
 from recon.phantom import make_phantom
 from recon.phantom.generate import SIZES as PHANTOM_SIZES
+from recon.plan.spine import plan_spine
 from recon.volume import LabelMap, Volume, label_bounding_boxes
 
 SHAPE = (512, 512, 300)
 PHANTOM_BUDGETS_S = {"small": 1.0, "clinical": 30.0}
+PLAN_BUDGET_S_PER_VERTEBRA = 1.0
 
 
 def write_benchmark_series(folder: Path) -> Path:
@@ -200,6 +207,12 @@ def main() -> None:
     print(f"| segment (peak {peak_gb:.1f} GB) | clinical phantom CT, 512x512x300 | {seconds:.2f} | nnU-Net 3d_fullres-"
           f"sized network at 1.5 mm, random weights | {reference['reference']:.2f} | "
           f"{seconds / reference['reference']:.2f} |")
+    plans = []
+    seconds = median_times({"plan": lambda: plans.append(plan_spine(ref))}, max(1, args.repeats // 2))["plan"]
+    levels = len({screw.vertebra for screw in plans[-1].screws})
+    print(f"| plan spine | {levels} vertebrae, clinical phantom labels | {seconds:.2f} | budget 1 s per vertebra | "
+          f"{levels * PLAN_BUDGET_S_PER_VERTEBRA:.2f} | {seconds / (levels * PLAN_BUDGET_S_PER_VERTEBRA):.2f} |")
+
 
 if __name__ == "__main__":
     main()

@@ -16,8 +16,10 @@ _PUBLIC = {
     "evaluate": "recon.evaluation",
     "mesh_labels": "recon.mesh",
     "segment": "recon.segmentation.infer",
+    "plan_spine": "recon.plan.spine",
 }
-__all__ = ["Grid", "LabelMap", "ReconError", "Volume", "evaluate", "load_ct", "mesh_labels", "read_label_map", "segment"]
+__all__ = ["Grid", "LabelMap", "ReconError", "Volume", "evaluate", "load_ct", "mesh_labels", "plan_spine", "read_label_map",
+           "segment"]
 
 
 def __getattr__(name: str):

@@ -146,6 +146,25 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in OUT from its last checkpoint")
     train.set_defaults(command=_train)
 
+    plan = commands.add_parser("plan", help="plan implants on a segmentation")
+    procedures = plan.add_subparsers(title="procedures", required=True)
+    spine = procedures.add_parser(
+        "spine", help="pedicle-screw trajectories for every vertebra T1-L5 in the labels",
+        description="Writes OUT/plan.json (screws with entry and tip in LPS mm, size, isthmus width, cortex "
+                    "margin, breach and Gertzbein-Robbins grade, angles), OUT/plan.csv, OUT/plan.mrk.json "
+                    "(3D Slicer markups, one line per screw) and OUT/screws.stl. For research use; every plan "
+                    "needs a clinician's review.")
+    spine.add_argument("labels", help="label image, or a folder of per-structure masks")
+    spine.add_argument("-o", "--output", required=True, help="output folder")
+    spine.add_argument("--ct", help="the CT the labels belong to (recorded with the plan)")
+    spine.add_argument("--label-map", metavar="FILE|WORD", help=LABEL_MAP_HELP)
+    spine.add_argument("--catalogue", help="screw catalogue JSON (diameters_mm, lengths_mm); default: recon's")
+    spine.add_argument("--diameter-fraction", type=float, default=0.8,
+                       help="largest screw diameter as a fraction of the isthmus width (default 0.8)")
+    spine.add_argument("--tip-margin-mm", type=float, default=3.0,
+                       help="distance kept between the screw tip and the far cortex (default 3)")
+    spine.set_defaults(command=_plan_spine)
+
     demo = commands.add_parser("demo", help="run what recon can do on its built-in example")
     demo.add_argument("-o", "--output", default="demo_out", help="output folder (default: demo_out)")
     demo.set_defaults(command=_demo)
@@ -278,6 +297,37 @@ def _segment(args: argparse.Namespace) -> int:
         confidence = labels.confidence.get(index)
         print(f"{name}" + (f"  confidence {confidence:.2f}" if confidence is not None else ""))
     print(f"wrote labels.nii.gz, labels.json and segmentation.seg.nrrd to {out}/")
+    return 0
+
+
+def _plan_spine(args: argparse.Namespace) -> int:
+    from recon.io.labels import read_label_map
+    from recon.io.plan_files import write_spine_plan
+    from recon.plan.implants import load_screw_catalogue
+    from recon.plan.spine import plan_spine
+
+    labels = read_label_map(args.labels, args.label_map)
+    ct = None
+    if args.ct:
+        from recon.io.loading import load_ct
+
+        ct = load_ct(args.ct)
+    try:
+        plan = plan_spine(labels, ct=ct, catalogue=load_screw_catalogue(args.catalogue),
+                          diameter_fraction=args.diameter_fraction, tip_margin_mm=args.tip_margin_mm)
+    except ValueError as err:
+        raise InputError(f"recon plan spine: {err}") from err
+    if not plan.screws:
+        raise InputError(f"{args.labels}: no vertebra T1-L5 among the label names; name them with --label-map")
+    write_spine_plan(plan, args.output)
+    for warning in plan.warnings:
+        print(f"WARNING: {warning}")
+    for screw in plan.screws:
+        detail = (f"grade {screw.grade}, margin {screw.min_cortex_distance_mm:.1f} mm" if screw.status == "planned"
+                  else screw.reason)
+        print(f"{screw.title}: {detail}")
+    print(f"planned {len(plan.planned)} of {len(plan.screws)} screws; wrote plan.json, plan.csv, plan.mrk.json"
+          f"{', screws.stl' if plan.planned else ''} to {args.output}/")
     return 0
 
 

@@ -1,11 +1,14 @@
-"""The pedicle's axis and its isthmus (narrowest cross-section), found by slicing the bone across the pedicle.
+"""The pedicle's axis and its isthmus (narrowest cross-section).
 
-A first axis comes from the view from above: lateral to the canal, the pedicle is the bony run between
-canal and outside, and the centres of those runs line up along the pedicle. Cross-sections perpendicular
-to that axis then give, at each depth, the width of the pedicle (its chord through the section's centroid,
-across the vertebra's left-right direction) and its centroid; the isthmus is the middle of the narrowest
-stretch (its width the median over 6 mm there, as voxel steps make single sections ragged), and a line through the
-centroids around it is the new axis. Three rounds settle it.
+A first guess comes from the view from above: lateral to the canal, the pedicle is the bony run between
+canal and outside, and the centres of those runs line up along it. The axis is then the line that keeps
+deepest inside the bone over 12 mm around that guess (the axis of the widest cylinder the pedicle holds),
+found by Nelder-Mead over the line's offset and direction from three starting headings, then straightened
+onto the middles of the pedicle's cross-sections. The isthmus centre is where that line crosses the first
+guess's level (mid-pedicle); its width and height are chords across the pedicle, to a twentieth of a
+millimetre, the median over 6 mm of the line (voxel steps make single chords ragged).
+Where every chord runs on into a process (longer than 1.5 times the diameter of the widest cylinder that
+fits the isthmus), that diameter is the width.
 """
 
 from __future__ import annotations
@@ -13,20 +16,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
+from scipy import optimize
 
 from recon.plan.vertebra import VertebraBone, VertebraError
 
 SECTION_HALF_MM = 14.0
-SECTION_STEP_MM = 0.375
-SEARCH_BEHIND_MM = 8.0  # the first guess lies in the pedicle; farther back the thin lamina begins
-SEARCH_AHEAD_MM = 12.0
+CENTRING_ROUNDS = 2
 DEPTH_STEP_MM = 0.75
-PLATEAU_MM = 0.5  # sections this close to the narrowest width count as the isthmus stretch
-FIT_HALF_MM = 5.0
 ISTHMUS_HALF_MM = 3.0  # the isthmus width is the median over this much on either side of its middle
 CHORD_STEP_MM = 0.05
-ROUNDS = 3
+MIN_CANAL_HALF_MM = 4.0  # the canal is wider than 8 mm where pedicles flank it
+CORRIDOR_HALF_MM = 6.0  # the stretch of the line, either side of the first guess, kept deep in bone
+FIELD_HALF_MM = 30.0
+MAX_SHIFT_MM = 6.0  # how far the corridor may move from the first guess before it pays
+FIRST_YAWS_DEG = (-15.0, 0.0, 15.0)
+CENTRE_HALF_MM = 6.0
+CHORD_LIMIT = 1.5  # a chord longer than this many inscribed diameters has run into a process
+CENTRE_ROUNDS = 3
 MIN_FORWARD = 0.5  # a pedicle axis runs within 60 degrees of straight forward
 MAX_TILT = 0.5  # and within 30 degrees of the endplates' plane
 TUBE_WIDENING = 1.25
@@ -49,27 +55,68 @@ class Pedicle:
 
 def find_pedicle(bone: VertebraBone, side: float) -> Pedicle:
     """The pedicle on ``side`` (+1 left, -1 right) of the vertebra."""
-    point, axis = _first_axis(bone, side)
-    anchor = point
-    for _ in range(ROUNDS):
-        start = point + ((anchor - point) @ axis) * axis  # the anchor's depth on the current line
-        depths = np.arange(-SEARCH_BEHIND_MM, SEARCH_AHEAD_MM + 1e-9, DEPTH_STEP_MM)
-        sections = [_section(bone, start + t * axis, axis) for t in depths]
-        widths = np.array([s[1] if s else np.inf for s in sections])
-        if not np.isfinite(widths).any():
-            raise VertebraError("no pedicle found")
-        narrow = np.flatnonzero(widths <= widths.min() + PLATEAU_MM)
-        middle = narrow[np.argmin(np.abs(depths[narrow] - np.median(depths[narrow])))]
-        near = [s[0] for t, s in zip(depths, sections) if s and abs(t - depths[middle]) <= FIT_HALF_MM]
-        if len(near) >= 3:
-            axis = _line_direction(np.array(near), axis)
-        point = sections[middle][0]
+    start, first_axis = _first_axis(bone, side)
+    distance = bone.distance_field(start - FIELD_HALF_MM, start + FIELD_HALF_MM)
+    point, axis = _centre_line(bone, *_widest_corridor(distance, start, first_axis))
     if axis[1] > -MIN_FORWARD or abs(axis[2]) > MAX_TILT:
         raise VertebraError("no pedicle found (the bone beside the canal does not lead into the body)")
-    stretch = [i for i in range(len(depths)) if sections[i] and abs(depths[i] - depths[middle]) <= ISTHMUS_HALF_MM]
-    width = float(np.median(widths[stretch]))
-    height = float(np.median([sections[i][2] for i in stretch]))
-    return Pedicle(point, axis, width, height, _length_behind(bone, point, axis, width))
+    isthmus = point + ((start - point) @ axis) * axis  # level with the first guess, mid-pedicle
+    along = np.arange(-ISTHMUS_HALF_MM, ISTHMUS_HALF_MM + 1e-9, DEPTH_STEP_MM)
+    inscribed = -2.0 * float(distance(isthmus + along[:, None] * axis).max())
+    if inscribed <= 0:
+        raise VertebraError("no pedicle found (the corridor leaves the bone)")
+    sections = [_section(bone, isthmus + t * axis, axis) for t in along]
+    sections = [section for section in sections if section and section[1] <= CHORD_LIMIT * inscribed]
+    if sections:
+        width = float(np.median([section[1] for section in sections]))
+        height = float(np.median([section[2] for section in sections]))
+    else:  # every chord runs on into a process: the widest inscribed cylinder is the measure
+        width = height = inscribed
+    return Pedicle(isthmus, axis, width, height, _length_behind(bone, isthmus, axis, width))
+
+
+def _centre_line(bone: VertebraBone, point: np.ndarray, axis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Straighten the corridor onto the pedicle's centre line: the line through the middles of its
+    cross-sections (which the deepest corridor leaves loose up and down in a pedicle taller than wide)."""
+    for _ in range(CENTRE_ROUNDS):
+        sections = [_section(bone, point + t * axis, axis)
+                    for t in np.arange(-CENTRE_HALF_MM, CENTRE_HALF_MM + 1e-9, DEPTH_STEP_MM)]
+        centres = np.array([section[0] for section in sections if section])
+        if len(centres) < len(sections) // 2:
+            break
+        point = centres.mean(axis=0)
+        direction = np.linalg.svd(centres - point, full_matrices=False)[2][0]
+        axis = direction if direction @ axis >= 0 else -direction
+    return point, axis
+
+
+def _widest_corridor(distance, start: np.ndarray, first_axis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The line near the first guess whose CORRIDOR_HALF_MM either side of the guess's plane stays deepest
+    inside the bone: the axis of the widest screw the pedicle holds. Returns a point on it and its unit
+    direction (into the body)."""
+    across = np.cross(first_axis, [0.0, 0.0, 1.0])
+    across /= np.linalg.norm(across)
+    upward = np.cross(across, first_axis)
+    depths = np.linspace(-CORRIDOR_HALF_MM, CORRIDOR_HALF_MM, 25)
+
+    def line(parameters):
+        u, v, yaw, pitch = parameters
+        heading = np.cos(yaw) * first_axis + np.sin(yaw) * across
+        return start + u * across + v * upward, np.cos(pitch) * heading + np.sin(pitch) * upward
+
+    def cost(parameters):
+        point, direction = line(parameters)
+        shift = np.hypot(parameters[0], parameters[1])
+        return float(distance(point + depths[:, None] * direction).max() + max(0.0, shift - MAX_SHIFT_MM))
+
+    simplex_steps = np.diag([2.0, 2.0, np.radians(8), np.radians(8)])
+    results = []
+    for yaw in np.radians(FIRST_YAWS_DEG):
+        origin = np.array([0.0, 0.0, yaw, 0.0])
+        results.append(optimize.minimize(cost, origin, method="Nelder-Mead",
+                                         options={"initial_simplex": np.vstack([origin, origin + simplex_steps]),
+                                                  "xatol": 0.01, "fatol": 0.005, "maxiter": 400}))
+    return line(min(results, key=lambda result: result.fun).x)
 
 
 def _length_behind(bone: VertebraBone, isthmus: np.ndarray, axis: np.ndarray, width: float) -> float:
@@ -109,72 +156,54 @@ def _first_axis(bone: VertebraBone, side: float) -> tuple[np.ndarray, np.ndarray
     front_row = int(round((bone.canal_front_y_mm - corner[1]) / h))
     back_row = int(round((canal_y - corner[1]) / h))  # pedicles flank the front half of the canal
     step = 1 if side > 0 else -1
-    rows, centres, runs = [], [], []
+    rows, centres = [], []
     for row in range(max(front_row, 0), min(back_row, projection.shape[1] - 1) + 1):
         line = projection[start_column::step, row]
         bony = np.flatnonzero(line)
-        if not bony.size or bony[0] == 0:  # no bone beside the canal, or not beside the canal at all
+        if not bony.size or bony[0] * h < MIN_CANAL_HALF_MM:  # no bone beside the canal, or not a canal here
             continue
         first = bony[0]
         gaps = np.flatnonzero(~line[first:])
         last = first + (gaps[0] if gaps.size else line.size - first) - 1
         rows.append(row)
         centres.append(corner[0] + h * (start_column + step * (first + last) / 2))
-        runs.append((last - first + 1) * h)
     if len(rows) < 3:
         raise VertebraError("no pedicle found beside the canal")
-    rows, centres, runs = np.array(rows), np.array(centres), np.array(runs)
-    narrowest = int(np.argmin(runs))
+    rows, centres = np.array(rows), np.array(centres)
+    middle = len(rows) // 2
     slope = np.polyfit(corner[1] + h * rows, centres, 1)[0]
     axis = -np.array([slope, 1.0, 0.0]) / np.hypot(slope, 1.0)
-    column = int(round((centres[narrowest] - corner[0]) / h))
-    heights = np.flatnonzero(inside[column, rows[narrowest], :])
+    column = int(round((centres[middle] - corner[0]) / h))
+    heights = np.flatnonzero(inside[column, rows[middle], :])
     z = corner[2] + h * (heights.mean() if heights.size else (inside.shape[2] - 1) / 2)
-    return np.array([centres[narrowest], corner[1] + h * rows[narrowest], z]), axis
+    return np.array([centres[middle], corner[1] + h * rows[middle], z]), axis
 
 
 def _section(bone: VertebraBone, point: np.ndarray, axis: np.ndarray):
-    """The pedicle's cross-section through ``point`` perpendicular to ``axis``: (centroid, width, height),
-    or None when no bone is there or the section runs out of the window (not a pedicle)."""
+    """The pedicle's cross-section through ``point`` perpendicular to ``axis``, found by chords: the point
+    is moved to the middle of its left-right chord and of its up-down chord, twice. Returns (centre,
+    width, height), or None when the point is not in bone or a chord does not end within the window."""
     across = np.cross([0.0, 0.0, 1.0], axis)
     across /= np.linalg.norm(across)
     upward = np.cross(axis, across)
-    offsets = np.arange(-SECTION_HALF_MM, SECTION_HALF_MM + 1e-9, SECTION_STEP_MM)
-    a, b = np.meshgrid(offsets, offsets, indexing="ij")
-    plane = point + a[..., None] * across + b[..., None] * upward
-    bony = bone.occupancy_at(plane) >= 0.5
-    pieces, count = ndimage.label(bony)
-    if not count:
-        return None
-    middle = len(offsets) // 2
-    piece = pieces[middle, middle]
-    if not piece:
-        cells = np.argwhere(bony)
-        nearest = cells[np.argmin(np.sum((cells - middle) ** 2, axis=1))]
-        if np.hypot(*(nearest - middle)) * SECTION_STEP_MM > 4.0:
+    centre = point
+    for _ in range(CENTRING_ROUNDS):
+        if bone.occupancy_at(centre) < 0.5:
             return None
-        piece = pieces[tuple(nearest)]
-    cells = np.argwhere(pieces == piece)
-    if cells.min() == 0 or cells.max() == len(offsets) - 1:
+        chords = [_chord_ends(bone, centre, direction) for direction in (across, upward)]
+        if None in chords:
+            return None
+        (a_ahead, a_behind), (u_ahead, u_behind) = chords
+        centre = centre + (a_ahead - a_behind) / 2 * across + (u_ahead - u_behind) / 2 * upward
+    chords = [_chord_ends(bone, centre, direction) for direction in (across, upward)]
+    if None in chords:
         return None
-    da, db = offsets[cells].mean(axis=0)
-    centroid = point + da * across + db * upward
-    width = _chord(bone, centroid, across)
-    height = _chord(bone, centroid, upward)
-    if width is None or height is None:
-        return None
-    return centroid, width, height
+    return centre, sum(chords[0]), sum(chords[1])
 
 
-def _chord(bone: VertebraBone, centre: np.ndarray, direction: np.ndarray) -> float | None:
+def _chord_ends(bone: VertebraBone, centre: np.ndarray, direction: np.ndarray):
     ahead = surface_crossing(bone, centre, direction, SECTION_HALF_MM)
     behind = surface_crossing(bone, centre, -direction, SECTION_HALF_MM)
     if ahead is None or behind is None:
         return None
-    return ahead + behind
-
-
-def _line_direction(points: np.ndarray, previous: np.ndarray) -> np.ndarray:
-    centred = points - points.mean(axis=0)
-    direction = np.linalg.svd(centred, full_matrices=False)[2][0]
-    return direction if direction @ previous >= 0 else -direction
+    return ahead, behind

@@ -57,6 +57,13 @@ def screw_safety(bone: VertebraBone, entry_local: np.ndarray, axis_local: np.nda
     return Safety(0.0, round(breach, 2), gertzbein_robbins_grade(round(breach, 2)), direction)
 
 
+def tip_inside(bone: VertebraBone, entry_local: np.ndarray, axis_local: np.ndarray, length_mm: float,
+               diameter_mm: float) -> bool:
+    """Whether the whole tip disc of this screw lies inside the bone (no breach through the far cortex)."""
+    points, _, along = screw_surface(entry_local, axis_local, length_mm, diameter_mm / 2)
+    return bool(bone.signed_distances(points[along >= length_mm]).max() < BREACH_RESOLUTION_MM)
+
+
 def screw_surface(entry: np.ndarray, axis: np.ndarray, length_mm: float, radius_mm: float):
     """Samples of a cylinder's side and tip disc: points, their outward radial unit vectors (zero on the
     disc) and their distance along the axis from the entry."""

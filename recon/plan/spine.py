@@ -19,7 +19,7 @@ from recon.anatomy import VERTEBRA_PREFIX
 from recon.geometry import Grid
 from recon.plan.implants import ScrewCatalogue, load_screw_catalogue
 from recon.plan.pedicle import Pedicle, find_pedicle, surface_crossing
-from recon.plan.safety import screw_safety, segment_distance
+from recon.plan.safety import screw_safety, segment_distance, tip_inside
 from recon.plan.vertebra import VertebraBone, VertebraError, vertebra_bone
 from recon.volume import LabelMap, Volume, label_bounding_boxes
 
@@ -223,15 +223,24 @@ def _plan_side(bone: VertebraBone, level: str, side: str, catalogue: ScrewCatalo
     if behind is None or ahead is None:
         return Screw(level, side, "not_plannable",
                      "the trajectory does not leave the bone; label too damaged to trust"), None
-    length = catalogue.longest_length(behind + ahead - margin)
+    entry = pedicle.isthmus_local_mm - behind * pedicle.axis_local
+    length = _longest_inside(bone, catalogue, entry, pedicle.axis_local, behind + ahead - margin, diameter)
     if length is None:
         return Screw(level, side, "not_plannable",
-                     f"only {behind + ahead:.0f} mm of bone along the trajectory: shorter than the shortest "
-                     f"screw ({catalogue.lengths_mm[0]:g} mm) with a {margin:g} mm tip margin",
+                     f"no catalogue length fits: {behind + ahead:.0f} mm of bone along the trajectory, a "
+                     f"{margin:g} mm tip margin, and the whole tip inside the bone",
                      isthmus_width_mm=width), None
-    trajectory = _Trajectory(pedicle, pedicle.isthmus_local_mm - behind * pedicle.axis_local,
-                             max(0.0, behind - pedicle.behind_isthmus_mm))
+    trajectory = _Trajectory(pedicle, entry, max(0.0, behind - pedicle.behind_isthmus_mm))
     return _screw(bone, level, side, trajectory, diameter, length), trajectory
+
+
+def _longest_inside(bone: VertebraBone, catalogue: ScrewCatalogue, entry: np.ndarray, axis: np.ndarray,
+                    limit_mm: float, diameter: float) -> float | None:
+    """The longest catalogue length within ``limit_mm`` whose whole tip stays inside the bone."""
+    for length in reversed(catalogue.lengths_mm):
+        if length <= limit_mm + 1e-9 and tip_inside(bone, entry, axis, length, diameter):
+            return length
+    return None
 
 
 def _screw(bone: VertebraBone, level: str, side: str, trajectory: _Trajectory, diameter: float,

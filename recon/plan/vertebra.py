@@ -8,6 +8,7 @@ rotated vertebrae get their own frame rather than the scanner's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,14 +62,26 @@ class VertebraBone:
         """Signed distance (mm, negative inside the bone) at local points (N, 3), exact to the grid for
         distances up to ``reach_mm``: the distance maps cover only the points' box grown by that much."""
         points = np.asarray(local_mm, dtype=np.float64)
-        low = np.floor((points.min(axis=0) - reach_mm - self.corner_local_mm) / self.spacing_mm).astype(int)
-        high = np.ceil((points.max(axis=0) + reach_mm - self.corner_local_mm) / self.spacing_mm).astype(int) + 1
-        low, high = np.maximum(low, 0), np.minimum(high, self.occupancy.shape)
+        return self.distance_field(points.min(axis=0) - reach_mm, points.max(axis=0) + reach_mm)(points)
+
+    def distance_field(self, low_mm: np.ndarray, high_mm: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        """The signed distance to the bone surface (mm, negative inside) as a function of local points (N, 3),
+        computed once over the box from ``low_mm`` to ``high_mm`` (farther bone is not seen)."""
+        low = np.maximum(np.floor((np.asarray(low_mm) - self.corner_local_mm) / self.spacing_mm).astype(int), 0)
+        high = np.minimum(np.ceil((np.asarray(high_mm) - self.corner_local_mm) / self.spacing_mm).astype(int) + 1,
+                          self.occupancy.shape)
         inside = self.occupancy[tuple(slice(a, b) for a, b in zip(low, high))] >= 0.5
-        sdf = (ndimage.distance_transform_edt(~inside, sampling=self.spacing_mm)
-               - ndimage.distance_transform_edt(inside, sampling=self.spacing_mm)).astype(np.float32)
-        index = ((points - self.corner_local_mm) / self.spacing_mm - low).T
-        return ndimage.map_coordinates(sdf, index, order=1, mode="nearest")
+        # distances between voxel centres, less half a voxel: the surface lies midway between centres
+        half = self.spacing_mm / 2
+        sdf = np.where(inside, half - ndimage.distance_transform_edt(inside, sampling=self.spacing_mm),
+                       ndimage.distance_transform_edt(~inside, sampling=self.spacing_mm) - half).astype(np.float32)
+        corner = self.corner_local_mm + low * self.spacing_mm
+
+        def at(local_points: np.ndarray) -> np.ndarray:
+            index = ((np.asarray(local_points, dtype=np.float64) - corner) / self.spacing_mm).T
+            return ndimage.map_coordinates(sdf, index, order=1, mode="nearest")
+
+        return at
 
 
 def vertebra_bone(mask: np.ndarray, grid: Grid, *, up_hint_lps: np.ndarray) -> VertebraBone:
