@@ -39,7 +39,8 @@ def test_breach_depth_and_grade_on_an_analytic_wall(protrusion_mm, grade):
     wall = -30.0 + SPACING * 40.5  # midway between two voxel centres
     radius = 3.0
     entry = np.array([wall + radius - protrusion_mm, 20.0, 0.0])
-    safety = screw_safety(slab_bone(wall), entry, np.array([0.0, -1.0, 0.0]), 40.0, 2 * radius, side=1.0)
+    distance = slab_bone(wall).distance_field(np.array([-30.0, -60.0, -20.0]), np.array([30.0, 30.0, 20.0]))
+    safety = screw_safety(distance, entry, np.array([0.0, -1.0, 0.0]), 40.0, 2 * radius, side=1.0)
     assert safety.grade == grade
     if protrusion_mm > 0:
         assert safety.breach_mm == pytest.approx(protrusion_mm, abs=0.02)

@@ -11,11 +11,12 @@ head seats, and is not graded; at least its first ``radius + 1 mm`` is always sk
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from recon.plan.vertebra import VertebraBone
+DistanceField = Callable[[np.ndarray], np.ndarray]  # signed distance to the bone (mm, negative inside)
 
 AXIAL_STEP_MM = 0.5
 AROUND = 24
@@ -42,26 +43,27 @@ def gertzbein_robbins_grade(breach_mm: float) -> str:
     return "E"
 
 
-def screw_safety(bone: VertebraBone, entry_local: np.ndarray, axis_local: np.ndarray, length_mm: float,
+def screw_safety(distance: DistanceField, entry_local: np.ndarray, axis_local: np.ndarray, length_mm: float,
                  diameter_mm: float, side: float, *, graded_from_mm: float = 0.0) -> Safety:
-    """Margin and breach of a screw given in the vertebra's local frame; ``side`` +1 left, -1 right;
+    """Margin and breach of a screw given in the vertebra's local frame, against ``distance`` (the bone's
+    signed distance over the screw's surroundings); ``side`` +1 left, -1 right;
     the screw is graded from ``graded_from_mm`` along it from the entry (the back of the pedicle) to its tip."""
     points, radial, along = screw_surface(entry_local, axis_local, length_mm, diameter_mm / 2)
     graded = along >= max(graded_from_mm, diameter_mm / 2 + SEAT_EXTRA_MM)
-    distance = bone.signed_distances(points[graded])
-    worst = int(np.argmax(distance))
-    breach = float(distance[worst])
+    depths = distance(points[graded])
+    worst = int(np.argmax(depths))
+    breach = float(depths[worst])
     if breach < BREACH_RESOLUTION_MM:
         return Safety(round(max(0.0, -breach), 2), 0.0, "A", None)
     direction = _direction(radial[graded][worst], along[graded][worst] >= length_mm, side)
     return Safety(0.0, round(breach, 2), gertzbein_robbins_grade(round(breach, 2)), direction)
 
 
-def tip_inside(bone: VertebraBone, entry_local: np.ndarray, axis_local: np.ndarray, length_mm: float,
+def tip_inside(distance: DistanceField, entry_local: np.ndarray, axis_local: np.ndarray, length_mm: float,
                diameter_mm: float) -> bool:
     """Whether the whole tip disc of this screw lies inside the bone (no breach through the far cortex)."""
     points, _, along = screw_surface(entry_local, axis_local, length_mm, diameter_mm / 2)
-    return bool(bone.signed_distances(points[along >= length_mm]).max() < BREACH_RESOLUTION_MM)
+    return bool(distance(points[along >= length_mm]).max() < BREACH_RESOLUTION_MM)
 
 
 def screw_surface(entry: np.ndarray, axis: np.ndarray, length_mm: float, radius_mm: float):

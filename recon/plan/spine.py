@@ -19,7 +19,7 @@ from recon.anatomy import VERTEBRA_PREFIX
 from recon.geometry import Grid
 from recon.plan.implants import ScrewCatalogue, load_screw_catalogue
 from recon.plan.pedicle import Pedicle, find_pedicle, surface_crossing
-from recon.plan.safety import screw_safety, segment_distance, tip_inside
+from recon.plan.safety import DistanceField, screw_safety, segment_distance, tip_inside
 from recon.plan.vertebra import VertebraBone, VertebraError, vertebra_bone
 from recon.volume import LabelMap, Volume, label_bounding_boxes
 
@@ -31,6 +31,7 @@ SIDES = {"left": 1.0, "right": -1.0}
 REACH_MM = 120.0
 CROP_MARGIN_VOXELS = 3
 MIN_VOLUME_ML = 3.0
+FIELD_MARGIN_MM = 12.0  # the signed distance around a trajectory reaches this far (screw radius + breach)
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,7 @@ class _Trajectory:
     pedicle: Pedicle
     entry_local: np.ndarray
     graded_from_mm: float
+    distance: DistanceField  # the bone's signed distance around the whole trajectory
 
 
 def _plan_side(bone: VertebraBone, level: str, side: str, catalogue: ScrewCatalogue, fraction: float,
@@ -224,21 +226,23 @@ def _plan_side(bone: VertebraBone, level: str, side: str, catalogue: ScrewCatalo
         return Screw(level, side, "not_plannable",
                      "the trajectory does not leave the bone; label too damaged to trust"), None
     entry = pedicle.isthmus_local_mm - behind * pedicle.axis_local
-    length = _longest_inside(bone, catalogue, entry, pedicle.axis_local, behind + ahead - margin, diameter)
+    far = entry + (behind + ahead) * pedicle.axis_local
+    distance = bone.distance_field(np.minimum(entry, far) - FIELD_MARGIN_MM, np.maximum(entry, far) + FIELD_MARGIN_MM)
+    length = _longest_inside(distance, catalogue, entry, pedicle.axis_local, behind + ahead - margin, diameter)
     if length is None:
         return Screw(level, side, "not_plannable",
                      f"no catalogue length fits: {behind + ahead:.0f} mm of bone along the trajectory, a "
                      f"{margin:g} mm tip margin, and the whole tip inside the bone",
                      isthmus_width_mm=width), None
-    trajectory = _Trajectory(pedicle, entry, max(0.0, behind - pedicle.behind_isthmus_mm))
+    trajectory = _Trajectory(pedicle, entry, max(0.0, behind - pedicle.behind_isthmus_mm), distance)
     return _screw(bone, level, side, trajectory, diameter, length), trajectory
 
 
-def _longest_inside(bone: VertebraBone, catalogue: ScrewCatalogue, entry: np.ndarray, axis: np.ndarray,
+def _longest_inside(distance: DistanceField, catalogue: ScrewCatalogue, entry: np.ndarray, axis: np.ndarray,
                     limit_mm: float, diameter: float) -> float | None:
     """The longest catalogue length within ``limit_mm`` whose whole tip stays inside the bone."""
     for length in reversed(catalogue.lengths_mm):
-        if length <= limit_mm + 1e-9 and tip_inside(bone, entry, axis, length, diameter):
+        if length <= limit_mm + 1e-9 and tip_inside(distance, entry, axis, length, diameter):
             return length
     return None
 
@@ -247,7 +251,8 @@ def _screw(bone: VertebraBone, level: str, side: str, trajectory: _Trajectory, d
            length: float) -> Screw:
     pedicle, entry = trajectory.pedicle, trajectory.entry_local
     axis = pedicle.axis_local
-    safety = screw_safety(bone, entry, axis, length, diameter, SIDES[side], graded_from_mm=trajectory.graded_from_mm)
+    safety = screw_safety(trajectory.distance, entry, axis, length, diameter, SIDES[side],
+                          graded_from_mm=trajectory.graded_from_mm)
     medial, anterior = -SIDES[side] * axis[0], -axis[1]
     return Screw(
         level, side, "planned", None, _lps(bone, entry), _lps(bone, entry + length * axis), diameter, length,

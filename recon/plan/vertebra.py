@@ -58,12 +58,6 @@ class VertebraBone:
         values = ndimage.map_coordinates(self.occupancy, index, order=1, mode="constant", cval=0.0)
         return values.reshape(points.shape[:-1])
 
-    def signed_distances(self, local_mm: np.ndarray, *, reach_mm: float = 8.0) -> np.ndarray:
-        """Signed distance (mm, negative inside the bone) at local points (N, 3), exact to the grid for
-        distances up to ``reach_mm``: the distance maps cover only the points' box grown by that much."""
-        points = np.asarray(local_mm, dtype=np.float64)
-        return self.distance_field(points.min(axis=0) - reach_mm, points.max(axis=0) + reach_mm)(points)
-
     def distance_field(self, low_mm: np.ndarray, high_mm: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         """The signed distance to the bone surface (mm, negative inside) as a function of local points (N, 3),
         computed once over the box from ``low_mm`` to ``high_mm`` (farther bone is not seen)."""
@@ -143,11 +137,11 @@ def _resample(smooth: np.ndarray, grid: Grid, points: np.ndarray, origin: np.nda
     local_points = (points - origin) @ axes
     corner = local_points.min(axis=0) - MARGIN_MM
     shape = np.ceil((local_points.max(axis=0) + MARGIN_MM - corner) / spacing).astype(int) + 1
-    axes_index = [corner[c] + spacing * np.arange(shape[c]) for c in range(3)]
-    local = np.stack(np.meshgrid(*axes_index, indexing="ij"), axis=-1).reshape(-1, 3)
-    index = grid.lps_to_index(local @ axes.T + origin).T
-    occupancy = ndimage.map_coordinates(smooth, index, order=1, mode="constant", cval=0.0)
-    occupancy = occupancy.reshape(shape).astype(np.float32)
+    to_index = np.linalg.inv(grid.affine_lps[:3, :3])  # LPS offset from the grid origin -> grid index
+    matrix = to_index @ axes * spacing
+    offset = to_index @ (origin + axes @ corner - np.asarray(grid.origin_lps_mm))
+    occupancy = ndimage.affine_transform(smooth, matrix, offset, output_shape=tuple(shape), order=1,
+                                         mode="constant", cval=0.0)
     canal, front = _canal(occupancy >= 0.5, corner, spacing)
     return VertebraBone(origin, axes, corner, spacing, occupancy, canal, front)
 
