@@ -17,8 +17,10 @@ _PUBLIC = {
     "mesh_labels": "recon.mesh",
     "segment": "recon.segmentation.infer",
     "plan_spine": "recon.plan.spine",
+    "plan_hip": "recon.plan.hip",
 }
-__all__ = ["Grid", "LabelMap", "ReconError", "Volume", "evaluate", "load_ct", "mesh_labels", "plan_spine", "read_label_map",
+__all__ = ["Grid", "LabelMap", "ReconError", "Volume", "evaluate", "load_ct", "mesh_labels", "plan_hip", "plan_spine",
+           "read_label_map",
            "segment"]
 
 

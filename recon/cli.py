@@ -164,6 +164,22 @@ def _parser() -> argparse.ArgumentParser:
     spine.add_argument("--tip-margin-mm", type=float, default=3.0,
                        help="distance kept between the screw tip and the far cortex (default 3)")
     spine.set_defaults(command=_plan_spine)
+    hip = procedures.add_parser(
+        "hip", help="acetabular cup size and orientation against the anterior pelvic plane",
+        description="Writes the hip section of OUT/plan.json (femoral head and acetabulum spheres, APP landmarks, "
+                    "cup centre, axis, size, radiographic, operative and anatomical angles, coverage), "
+                    "OUT/plan.mrk.json (landmarks as points, cup axes as lines) and OUT/cups.stl. For research "
+                    "use; every plan needs a clinician's review.")
+    hip.add_argument("labels", help="label image, or a folder of per-structure masks (hips and femurs)")
+    hip.add_argument("-o", "--output", required=True, help="output folder")
+    hip.add_argument("--ct", help="the CT the labels belong to (recorded with the plan)")
+    hip.add_argument("--label-map", metavar="FILE|WORD", help=LABEL_MAP_HELP)
+    hip.add_argument("--side", choices=("left", "right", "both"), default="both")
+    hip.add_argument("--catalogue", help="cup catalogue JSON (diameters_mm); default: recon's 40-70 mm")
+    hip.add_argument("--inclination", type=float, default=40.0, help="target radiographic inclination (deg)")
+    hip.add_argument("--anteversion", type=float, default=15.0, help="target radiographic anteversion (deg)")
+    hip.add_argument("--medialise-mm", type=float, default=0.0, help="move the cup medially from the native centre")
+    hip.set_defaults(command=_plan_hip)
 
     demo = commands.add_parser("demo", help="run what recon can do on its built-in example")
     demo.add_argument("-o", "--output", default="demo_out", help="output folder (default: demo_out)")
@@ -302,7 +318,7 @@ def _segment(args: argparse.Namespace) -> int:
 
 def _plan_spine(args: argparse.Namespace) -> int:
     from recon.io.labels import read_label_map
-    from recon.io.plan_files import write_spine_plan
+    from recon.io.plan_files import write_plan
     from recon.plan.implants import load_screw_catalogue
     from recon.plan.spine import plan_spine
 
@@ -319,7 +335,7 @@ def _plan_spine(args: argparse.Namespace) -> int:
         raise InputError(f"recon plan spine: {err}") from err
     if not plan.screws:
         raise InputError(f"{args.labels}: no vertebra T1-L5 among the label names; name them with --label-map")
-    write_spine_plan(plan, args.output)
+    write_plan(args.output, spine=plan)
     for warning in plan.warnings:
         print(f"WARNING: {warning}")
     for screw in plan.screws:
@@ -328,6 +344,35 @@ def _plan_spine(args: argparse.Namespace) -> int:
         print(f"{screw.title}: {detail}")
     print(f"planned {len(plan.planned)} of {len(plan.screws)} screws; wrote plan.json, plan.csv, plan.mrk.json"
           f"{', screws.stl' if plan.planned else ''} to {args.output}/")
+    return 0
+
+
+def _plan_hip(args: argparse.Namespace) -> int:
+    from recon.io.labels import read_label_map
+    from recon.io.plan_files import write_plan
+    from recon.plan.hip import plan_hip
+    from recon.plan.implants import load_cup_catalogue
+
+    labels = read_label_map(args.labels, args.label_map)
+    ct = None
+    if args.ct:
+        from recon.io.loading import load_ct
+
+        ct = load_ct(args.ct)
+    plan = plan_hip(labels, ct=ct, side=args.side, catalogue=load_cup_catalogue(args.catalogue),
+                    inclination_deg=args.inclination, anteversion_deg=args.anteversion,
+                    medialise_mm=args.medialise_mm)
+    write_plan(args.output, hip=plan)
+    for warning in plan.warnings:
+        print(f"WARNING: {warning}")
+    for cup in plan.sides:
+        if cup.status == "planned":
+            print(f"{cup.side}: cup {cup.cup_diameter_mm:g} mm, inclination {cup.inclination_deg:g}, anteversion "
+                  f"{cup.anteversion_deg:g} deg, coverage {cup.coverage_pct:.0f}%, head radius "
+                  f"{cup.femoral_head_radius_mm:.1f} mm")
+        else:
+            print(f"{cup.side}: not plannable: {cup.reason}")
+    print(f"wrote plan.json, plan.mrk.json{', cups.stl' if plan.planned else ''} to {args.output}/")
     return 0
 
 

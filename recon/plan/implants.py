@@ -11,6 +11,7 @@ from pathlib import Path
 from recon.errors import InputError
 
 DEFAULT_SCREW_CATALOGUE = "pedicle_screws.json"
+DEFAULT_CUP_CATALOGUE = "acetabular_cups.json"
 
 
 @dataclass(frozen=True)
@@ -35,20 +36,43 @@ class ScrewCatalogue:
         return self.longest_length(length_mm - 1e-6)
 
 
+@dataclass(frozen=True)
+class CupCatalogue:
+    """Acetabular cup outer diameters (mm), sorted ascending."""
+
+    diameters_mm: tuple[float, ...]
+    source: str = "recon default"
+
+    def smallest_covering(self, diameter_mm: float) -> float | None:
+        """The smallest cup at least ``diameter_mm`` across, or None when even the largest is smaller."""
+        covering = [d for d in self.diameters_mm if d >= diameter_mm - 1e-9]
+        return covering[0] if covering else None
+
+
 def load_screw_catalogue(path: str | Path | None = None) -> ScrewCatalogue:
     """The catalogue in ``path`` (JSON with ``diameters_mm`` and ``lengths_mm``), or recon's generic one."""
+    data, source = _catalogue(path, DEFAULT_SCREW_CATALOGUE)
+    return ScrewCatalogue(_sizes(data, "diameters_mm", source), _sizes(data, "lengths_mm", source), source)
+
+
+def load_cup_catalogue(path: str | Path | None = None) -> CupCatalogue:
+    """The cup catalogue in ``path`` (JSON with ``diameters_mm``), or recon's generic one (40-70 mm)."""
+    data, source = _catalogue(path, DEFAULT_CUP_CATALOGUE)
+    return CupCatalogue(_sizes(data, "diameters_mm", source), source)
+
+
+def _catalogue(path: str | Path | None, default: str) -> tuple[dict, str]:
     if path is None:
-        text, source = resources.files("recon.data").joinpath(DEFAULT_SCREW_CATALOGUE).read_text(), "recon default"
+        text, source = resources.files("recon.data").joinpath(default).read_text(), "recon default"
     else:
         try:
             text, source = Path(path).read_text(), Path(path).name
         except OSError as err:
             raise InputError(f"{path}: cannot read the implant catalogue ({err.strerror})") from err
     try:
-        data = json.loads(text)
+        return json.loads(text), source
     except json.JSONDecodeError as err:
         raise InputError(f"{source}: the implant catalogue is not valid JSON ({err.msg}, line {err.lineno})") from err
-    return ScrewCatalogue(_sizes(data, "diameters_mm", source), _sizes(data, "lengths_mm", source), source)
 
 
 def _sizes(data, key: str, source: str) -> tuple[float, ...]:

@@ -1,0 +1,121 @@
+"""Acetabular cup planning: angle conventions by hand, phantoms against their truth, a real pelvis, files."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import astuple
+
+import numpy as np
+import pytest
+import trimesh
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from recon.cli import main
+from recon.geometry import angle_between_deg
+from recon.io.labels import read_label_map
+from recon.phantom import make_phantom
+from recon.plan import cup_angles
+from recon.plan.hip import HipPlan, plan_hip
+from recon.plan.pelvis import frame_from_landmarks
+from recon.volume import LabelMap
+from tests.conftest import shared_path
+
+LATERAL, ANTERIOR, SUPERIOR = np.eye(3)
+HIP_GRID = {"shape": (200, 150, 320), "spacing_mm": (1.5, 1.5, 1.5)}
+
+
+def test_three_conventions_on_a_hand_computed_axis():
+    axis = np.array([1.0, 1.0, -1.0]) / np.sqrt(3)  # equally lateral, anterior and inferior
+    steep = np.degrees(np.arcsin(1 / np.sqrt(3)))  # 35.26 degrees
+    frame = (LATERAL, ANTERIOR, SUPERIOR)
+    assert astuple(cup_angles.radiographic(axis, *frame)) == pytest.approx((45.0, steep))
+    assert astuple(cup_angles.operative(axis, *frame)) == pytest.approx((steep, 45.0))
+    assert astuple(cup_angles.anatomical(axis, *frame)) == pytest.approx((90.0 - steep, 45.0))
+    straight_out = cup_angles.radiographic(LATERAL, *frame)
+    assert (straight_out.inclination_deg, straight_out.anteversion_deg) == (90.0, 0.0)
+    straight_down = cup_angles.anatomical(-SUPERIOR, *frame)
+    assert straight_down.inclination_deg == pytest.approx(0.0)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.floats(5, 80), st.floats(-30, 45))
+def test_murray_relations_hold(inclination, anteversion):
+    frame = (LATERAL, ANTERIOR, SUPERIOR)
+    axis = cup_angles.axis_from_radiographic(inclination, anteversion, *frame)
+    back = cup_angles.radiographic(axis, *frame)
+    assert (back.inclination_deg, back.anteversion_deg) == pytest.approx((inclination, anteversion), abs=1e-9)
+    ri, ra = np.radians(inclination), np.radians(anteversion)
+    operative, anatomical = cup_angles.operative(axis, *frame), cup_angles.anatomical(axis, *frame)
+    assert np.tan(np.radians(operative.anteversion_deg)) == pytest.approx(np.tan(ra) / np.cos(ri))
+    assert np.sin(np.radians(operative.inclination_deg)) == pytest.approx(np.sin(ri) * np.cos(ra))
+    assert np.tan(np.radians(anatomical.anteversion_deg)) == pytest.approx(np.tan(ra) / np.sin(ri))
+    assert np.cos(np.radians(anatomical.inclination_deg)) == pytest.approx(np.cos(ri) * np.cos(ra))
+
+
+@pytest.fixture(scope="module", params=[970_100_000, 970_100_001])
+def phantom_plan(request):
+    phantom = make_phantom(request.param, **HIP_GRID)
+    return phantom, plan_hip(phantom.labels)
+
+
+def test_phantom_heads_and_pelvic_plane_match_the_truth(phantom_plan):
+    phantom, plan = phantom_plan
+    truth_frame = frame_from_landmarks(phantom.truth["landmarks_lps_mm"])
+    assert [cup.status for cup in plan.sides] == ["planned", "planned"]
+    for cup in plan.sides:
+        truth = phantom.truth["hips"][cup.side]
+        assert np.linalg.norm(np.subtract(cup.femoral_head_center_lps_mm, truth["femoral_head_center_lps_mm"])) < 1.0
+        assert abs(cup.femoral_head_radius_mm - truth["femoral_head_radius_mm"]) < 0.5
+        assert abs(cup.acetabulum_radius_mm - truth["acetabulum_radius_mm"]) < 0.5
+        ours = frame_from_landmarks(cup.app_landmarks_lps_mm)
+        assert angle_between_deg(ours.anterior, truth_frame.anterior) < 2.0
+        lateral = ours.left if cup.side == "left" else -ours.left
+        back = cup_angles.radiographic(np.asarray(cup.cup_axis_lps), lateral, ours.anterior, ours.superior)
+        assert back.inclination_deg == pytest.approx(40.0, abs=0.5)
+        assert back.anteversion_deg == pytest.approx(15.0, abs=0.5)
+        assert cup.cup_diameter_mm >= 2 * cup.acetabulum_radius_mm
+        assert cup.coverage_pct > 50
+
+
+def test_planning_one_side_and_medialising(phantom_plan):
+    phantom, both = phantom_plan
+    right = plan_hip(phantom.labels, side="right", medialise_mm=3.0, inclination_deg=60.0)
+    assert [cup.side for cup in right.sides] == ["right"]
+    assert right.sides[0].center_shift_mm == pytest.approx(3.0, abs=1e-3)
+    moved = np.subtract(right.sides[0].cup_center_lps_mm, both.sides[1].cup_center_lps_mm)
+    assert moved[0] == pytest.approx(3.0, abs=0.3)  # the right hip's medial side is patient left (+L)
+    assert right.warnings and "Lewinnek" in right.warnings[0]
+
+
+def test_missing_hip_bone_is_not_plannable_with_the_reason(phantom_plan):
+    phantom, _ = phantom_plan
+    labels = phantom.labels
+    names = {index: name for index, name in labels.names.items() if name != "hip_right"}
+    plan = plan_hip(LabelMap(labels.grid, labels.labels, names))
+    assert all(cup.status == "not_plannable" and "hip_right" in cup.reason for cup in plan.sides)
+
+
+def test_real_pelvis_at_3_mm():
+    labels = read_label_map(shared_path("real/totalseg-example/reference_v1"))
+    plan = plan_hip(labels)
+    assert [cup.status for cup in plan.sides] == ["planned", "planned"]
+    for cup in plan.sides:
+        assert 44 <= cup.cup_diameter_mm <= 64
+        assert np.linalg.norm(np.subtract(cup.cup_center_lps_mm, cup.femoral_head_center_lps_mm)) < 5.0
+
+
+def test_plan_hip_command_writes_its_section_markups_and_cups(tmp_path, capsys):
+    labels = shared_path("real/totalseg-example/reference_v1")
+    out = tmp_path / "plan"
+    assert main(["plan", "hip", str(labels), "-o", str(out)]) == 0
+    assert main(["plan", "spine", str(labels), "-o", str(out)]) == 0
+    data = json.loads((out / "plan.json").read_text())
+    assert {"hip", "screws"} <= set(data)  # the spine plan kept the hip section
+    plan = HipPlan.from_json(data)
+    assert len(plan.planned) == 2
+    names = [markup["name"] for markup in json.loads((out / "plan.mrk.json").read_text())["markups"]]
+    assert "anterior pelvic plane landmarks" in names and any(name.startswith("cup left") for name in names)
+    cups = trimesh.load(out / "cups.stl")
+    assert cups.is_watertight
+    assert "cup" in capsys.readouterr().out
