@@ -27,6 +27,9 @@ Spine planning: ``recon.plan_spine`` on the clinical phantom's labels, both side
 No open tool plans pedicle screws automatically, so the reference is the project's budget of 1 s per
 vertebra on 2 cores (for scale: an atlas-based planner took 312 s for 10 trajectories; a commercial one
 takes about 20 s per vertebra).
+
+Hip planning: ``recon.plan_hip`` on a phantom's labels at 1.5 mm, both sides; the reference is the project's
+budget of 2 s per side.
 """
 
 from __future__ import annotations
@@ -51,12 +54,15 @@ from recon.io.images import write_image
 from recon.mesh import mesh_labels
 from recon.phantom import make_phantom
 from recon.phantom.generate import SIZES as PHANTOM_SIZES
+from recon.plan.accuracy import HIP_GRID_SHAPE, HIP_GRID_SPACING_MM, HIP_SEED_BASE
+from recon.plan.hip import plan_hip
 from recon.plan.spine import plan_spine
 from recon.volume import LabelMap, Volume, label_bounding_boxes
 
 SHAPE = (512, 512, 300)
 PHANTOM_BUDGETS_S = {"small": 1.0, "clinical": 30.0}
 PLAN_BUDGET_S_PER_VERTEBRA = 1.0
+PLAN_BUDGET_S_PER_HIP = 2.0
 
 
 def write_benchmark_series(folder: Path) -> Path:
@@ -212,6 +218,11 @@ def main() -> None:
     levels = len({screw.vertebra for screw in plans[-1].screws})
     print(f"| plan spine | {levels} vertebrae, clinical phantom labels | {seconds:.2f} | budget 1 s per vertebra | "
           f"{levels * PLAN_BUDGET_S_PER_VERTEBRA:.2f} | {seconds / (levels * PLAN_BUDGET_S_PER_VERTEBRA):.2f} |")
+    hip_labels = make_phantom(HIP_SEED_BASE, shape=HIP_GRID_SHAPE, spacing_mm=HIP_GRID_SPACING_MM).labels
+    seconds = median_times({"hip": lambda: plan_hip(hip_labels)}, max(1, args.repeats // 2))["hip"]
+    budget = 2 * PLAN_BUDGET_S_PER_HIP
+    print(f"| plan hip | both sides, phantom labels {'x'.join(map(str, HIP_GRID_SHAPE))} at 1.5 mm | {seconds:.2f} | "
+          f"budget 2 s per side | {budget:.2f} | {seconds / budget:.2f} |")
 
 
 if __name__ == "__main__":

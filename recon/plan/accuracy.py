@@ -1,9 +1,13 @@
-"""How close ``plan_spine`` comes to the truth of ``recon.phantom``: ``python -m recon.plan.accuracy [N]``.
+"""How close the planners come to the truth of ``recon.phantom``: ``python -m recon.plan.accuracy [N]``.
 
 Per screw of every vertebra wholly in view: the angle between the screw and the true pedicle axis, the
 distance from the true isthmus centre to the screw's line, the isthmus width against the true one, whether
 the diameter equals the catalogue rule applied to the true width, and the grade. Phantoms are drawn on a
 1 mm grid around the lumbar spine from seeds that training never uses.
+
+Per hip of ``plan_hip`` on a 1.5 mm grid reaching below the femoral heads: the femoral head centre and
+radius errors, the acetabulum radius error, the angle between the planned and the true anterior pelvic
+plane, and the cup's inclination and anteversion measured back from its axis in the true APP frame.
 """
 
 from __future__ import annotations
@@ -15,12 +19,18 @@ import numpy as np
 
 from recon.geometry import angle_between_deg
 from recon.phantom import make_phantom
+from recon.plan import cup_angles
+from recon.plan.hip import plan_hip
 from recon.plan.implants import load_screw_catalogue
+from recon.plan.pelvis import frame_from_landmarks
 from recon.plan.spine import plan_spine
 
 SEED_BASE = 970_000_000
 GRID_SHAPE = (180, 220, 300)
 GRID_SPACING_MM = (1.0, 1.0, 1.0)
+HIP_SEED_BASE = 970_100_000
+HIP_GRID_SHAPE = (200, 150, 320)
+HIP_GRID_SPACING_MM = (1.5, 1.5, 1.5)
 
 
 def screw_errors(seed: int) -> list[dict]:
@@ -76,13 +86,48 @@ def summarize(rows: list[dict]) -> dict:
     }
 
 
+def cup_errors(seed: int) -> list[dict]:
+    phantom = make_phantom(seed, shape=HIP_GRID_SHAPE, spacing_mm=HIP_GRID_SPACING_MM)
+    plan = plan_hip(phantom.labels)
+    truth_frame = frame_from_landmarks(phantom.truth["landmarks_lps_mm"])
+    rows = []
+    for cup in plan.sides:
+        truth = phantom.truth["hips"][cup.side]
+        row = {"seed": seed, "side": cup.side, "status": cup.status, "reason": cup.reason}
+        if cup.status == "planned":
+            frame = frame_from_landmarks(cup.app_landmarks_lps_mm)
+            lateral = truth_frame.left if cup.side == "left" else -truth_frame.left
+            back = cup_angles.radiographic(np.asarray(cup.cup_axis_lps), lateral, truth_frame.anterior,
+                                           truth_frame.superior)
+            row.update({
+                "head_center_mm": float(np.linalg.norm(np.subtract(cup.femoral_head_center_lps_mm,
+                                                                   truth["femoral_head_center_lps_mm"]))),
+                "head_radius_mm": cup.femoral_head_radius_mm - truth["femoral_head_radius_mm"],
+                "acetabulum_radius_mm": cup.acetabulum_radius_mm - truth["acetabulum_radius_mm"],
+                "app_deg": angle_between_deg(frame.anterior, truth_frame.anterior),
+                "inclination_in_true_app_deg": back.inclination_deg - cup.inclination_deg,
+                "anteversion_in_true_app_deg": back.anteversion_deg - cup.anteversion_deg,
+            })
+        rows.append(row)
+    return rows
+
+
+def summarize_cups(rows: list[dict]) -> dict:
+    planned = [row for row in rows if row["status"] == "planned"]
+    figures = ("head_center_mm", "head_radius_mm", "acetabulum_radius_mm", "app_deg", "inclination_in_true_app_deg",
+               "anteversion_in_true_app_deg")
+    return {"sides": len(rows), "planned": len(planned),
+            **{f"{name}_abs_max": float(np.max(np.abs([row[name] for row in planned]))) for name in figures if planned}}
+
+
 def main(argv: list[str]) -> int:
     count = int(argv[0]) if argv else 6
     rows = [row for n in range(count) for row in screw_errors(SEED_BASE + n)]
-    for row in rows:
+    cups = [row for n in range(count) for row in cup_errors(HIP_SEED_BASE + n)]
+    for row in rows + cups:
         if row["status"] != "planned":
-            print(f"seed {row['seed']} {row['screw']}: not planned: {row['reason']}")
-    print(json.dumps(summarize(rows), indent=2))
+            print(f"seed {row['seed']} {row.get('screw', row.get('side'))}: not planned: {row['reason']}")
+    print(json.dumps({"spine": summarize(rows), "hip": summarize_cups(cups)}, indent=2))
     return 0
 
 
