@@ -146,6 +146,21 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in OUT from its last checkpoint")
     train.set_defaults(command=_train)
 
+    run = commands.add_parser(
+        "run", help="CT study in, plan out: segment, mesh, plan screws and cups, write every output",
+        description="Writes into OUT: labels.nii.gz, labels.json, segmentation.seg.nrrd, meshes/<bone>.stl, "
+                    "scene.glb (bones, screws, cups), plan.json, plan.mrk.json, plan.csv, screws.stl, cups.stl, "
+                    "preview.png and provenance.json. For research use; every plan needs a clinician's review.")
+    run.add_argument("input", help="anything 'recon info' reads")
+    run.add_argument("-o", "--output", required=True, help="output folder")
+    run.add_argument("--procedure", choices=("spine", "hip", "all"), default="all")
+    run.add_argument("--model", help="model name under models/ or a model folder (default: the shipped one)")
+    run.add_argument("--seg", metavar="EXISTING", help="use this segmentation instead of the network (any source "
+                                                      "'recon segment --labels' accepts)")
+    run.add_argument("--label-map", metavar="FILE|WORD", help=LABEL_MAP_HELP + " (for --seg)")
+    run.add_argument("--series", metavar="UID", help="SeriesInstanceUID to load instead of the automatic choice")
+    run.set_defaults(command=_run)
+
     plan = commands.add_parser("plan", help="plan implants on a segmentation")
     procedures = plan.add_subparsers(title="procedures", required=True)
     spine = procedures.add_parser(
@@ -313,6 +328,20 @@ def _segment(args: argparse.Namespace) -> int:
         confidence = labels.confidence.get(index)
         print(f"{name}" + (f"  confidence {confidence:.2f}" if confidence is not None else ""))
     print(f"wrote labels.nii.gz, labels.json and segmentation.seg.nrrd to {out}/")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from recon.run import run_study
+
+    logging.getLogger("recon").setLevel(logging.INFO if args.verbose else logging.WARNING)
+    provenance = run_study(args.input, args.output, procedure=args.procedure, model=args.model, seg=args.seg,
+                           label_map=args.label_map, series_uid=args.series)
+    for warning in provenance["warnings"]:
+        print(f"WARNING: {warning}")
+    total = sum(stage["seconds"] for stage in provenance["stages"].values())
+    print(f"wrote the plan and its files to {args.output}/ in {total:.1f} s "
+          f"(research use; every plan needs a clinician's review)")
     return 0
 
 

@@ -93,7 +93,8 @@ def test_missing_hip_bone_is_not_plannable_with_the_reason(phantom_plan):
     labels = phantom.labels
     names = {index: name for index, name in labels.names.items() if name != "hip_right"}
     plan = plan_hip(LabelMap(labels.grid, labels.labels, names))
-    assert all(cup.status == "not_plannable" and "hip_right" in cup.reason for cup in plan.sides)
+    assert all(cup.status == "not_plannable" and "missing" in cup.reason and "hip_right" in cup.reason
+               for cup in plan.sides)
 
 
 def test_real_pelvis_at_3_mm():

@@ -21,6 +21,8 @@ from recon.plan.pelvis import PelvisError, PelvisFrame, joint_spheres, pelvis_fr
 from recon.volume import LabelMap, Volume
 
 SIDES = {"left": 1.0, "right": -1.0}
+REQUIRED_LABELS = ("hip_left", "hip_right", "femur_left", "femur_right")
+MIN_BONE_ML = 5.0  # smaller labels are stray voxels, not a bone in view
 LEWINNEK_ZONE = {"inclination_deg": (30.0, 50.0), "anteversion_deg": (5.0, 25.0)}
 LEWINNEK_REFERENCE = ("Lewinnek GE et al., Dislocations after total hip-replacement arthroplasties, "
                       "J Bone Joint Surg Am 1978;60(2):217-220")
@@ -91,18 +93,19 @@ def plan_hip(labels: LabelMap, *, ct: Volume | None = None, side: str = "both", 
                "target_anteversion_deg": anteversion_deg, "medialise_mm": medialise_mm, "ct_given": ct is not None}
     warnings = _zone_warnings(inclination_deg, anteversion_deg)
     ids = {name: index for index, name in labels.names.items()}
+    voxel_ml = float(np.prod(labels.grid.spacing_mm)) / 1000
+    counts = np.bincount(labels.labels.ravel().astype(np.int64))
+    volume_ml = {name: counts[index] * voxel_ml if index < len(counts) else 0.0 for name, index in ids.items()}
     wanted = list(SIDES) if side == "both" else [side]
-    missing = [name for name in ("hip_left", "hip_right") if name not in ids or not np.any(labels.labels == ids[name])]
+    missing = [name for name in REQUIRED_LABELS if volume_ml.get(name, 0.0) < MIN_BONE_ML]
     if missing:
-        reason = f"both hip bones are needed for the anterior pelvic plane; missing: {', '.join(missing)}"
+        reason = (f"the hip planner needs both hip bones and both femurs; missing or under {MIN_BONE_ML:g} ml: "
+                  f"{', '.join(missing)}")
         return HipPlan([CupPlan(s, "not_plannable", reason) for s in wanted], {}, warnings, options)
     hips = {s: surface_points(labels, ids[f"hip_{s}"]) for s in SIDES}
-    femurs = {s: surface_points(labels, ids[f"femur_{s}"]) for s in SIDES
-              if f"femur_{s}" in ids and np.any(labels.labels == ids[f"femur_{s}"])}
+    femurs = {s: surface_points(labels, ids[f"femur_{s}"]) for s in SIDES}
     try:
-        joints = {s: joint_spheres(femurs[s], hips[s]) for s in femurs}
-        if set(joints) != set(SIDES):
-            raise PelvisError("both hip joints are needed to orient the pelvis; a femur is missing")
+        joints = {s: joint_spheres(femurs[s], hips[s]) for s in SIDES}
         frame = pelvis_frame(hips, {s: joints[s][1].center_lps_mm for s in SIDES})
     except PelvisError as err:
         return HipPlan([CupPlan(s, "not_plannable", str(err)) for s in wanted], {}, warnings, options)

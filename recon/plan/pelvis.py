@@ -65,7 +65,8 @@ def surface_points(labels: LabelMap, index: int) -> np.ndarray:
 def fit_sphere(points: np.ndarray) -> Sphere:
     """Least-squares sphere: an algebraic fit, then the geometric (distance) fit started from it."""
     if len(points) < MIN_SURFACE_POINTS:
-        raise PelvisError("too few surface points for a sphere")
+        raise PelvisError("too few surface points to fit a sphere: the femoral head or the acetabulum is not in "
+                          "the labels (check the segmentation around the hip joint)")
     design = np.column_stack([2 * points, np.ones(len(points))])
     solution, *_ = np.linalg.lstsq(design, np.sum(points**2, axis=1), rcond=None)
     center = solution[:3]

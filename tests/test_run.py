@@ -1,0 +1,55 @@
+"""``recon run`` end to end: an existing segmentation of a real study, and a phantom study segmented by the
+shipped model with its plan checked against the phantom's truth."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import trimesh
+
+from recon.cli import main
+from recon.phantom.synth import synthesize
+from tests.conftest import shared_path
+
+OUTPUTS = ("labels.nii.gz", "labels.json", "segmentation.seg.nrrd", "scene.glb", "plan.json", "plan.mrk.json",
+           "plan.csv", "preview.png", "provenance.json", "meshes/meshes.json")
+
+
+def test_run_with_an_existing_segmentation_writes_every_output(tmp_path, capsys):
+    study = shared_path("real/totalseg-example")
+    out = tmp_path / "run"
+    assert main(["run", str(study / "ct.nii.gz"), "--seg", str(study / "reference_v1"), "-o", str(out)]) == 0
+    for name in OUTPUTS + ("screws.stl", "cups.stl", "meshes/vertebrae_L3.stl", "meshes/hip_left.stl"):
+        assert (out / name).is_file(), name
+    assert not list(out.rglob(".tmp-*"))
+    plan = json.loads((out / "plan.json").read_text())
+    assert any(screw["status"] == "planned" for screw in plan["screws"])
+    assert [cup["status"] for cup in plan["hip"]] == ["planned", "planned"]
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["model"]["source"] == "existing segmentation"
+    assert len(provenance["input"]["sha256"]) == 64
+    assert {"load", "segment", "mesh", "plan spine", "plan hip"} <= set(provenance["stages"])
+    assert provenance["dependencies"]["numpy"]
+    scene = trimesh.load(out / "scene.glb")
+    assert {"pedicle screws", "acetabular cups", "vertebrae_L3"} <= set(scene.geometry)
+    assert "clinician" in capsys.readouterr().out
+
+
+def test_run_on_a_phantom_dicom_study_plans_screws_in_its_pedicles(tmp_path):
+    case = synthesize(tmp_path / "study", count=1, seed=970_200_000, size="small", fmt="dicom")[0]
+    truth = json.loads((case / "truth.json").read_text())
+    out = tmp_path / "run"
+    assert main(["run", str(case / "ct"), "-o", str(out), "--procedure", "spine"]) == 0
+    for name in OUTPUTS:
+        assert (out / name).is_file(), name
+    plan = json.loads((out / "plan.json").read_text())
+    planned = [screw for screw in plan["screws"] if screw["status"] == "planned"]
+    assert planned
+    true_isthmi = {side: np.array([vertebra[f"pedicle_{side}"]["isthmus_center_lps_mm"]
+                                   for vertebra in truth["vertebrae"].values()]) for side in ("left", "right")}
+    for screw in planned:  # level names come from the network; positions must still be true pedicles
+        nearest = np.linalg.norm(true_isthmi[screw["side"]] - screw["isthmus_center_lps_mm"], axis=1).min()
+        assert nearest < 3.0, (screw["vertebra"], screw["side"], nearest)
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["model"]["sha256"] and provenance["series"][0]["selected"]
