@@ -1,6 +1,7 @@
 """``recon run``: one CT study in, a reviewable plan out (``recon.run_study``).
 
-Stages: load the CT, segment it (or bring an existing segmentation), write the labels, mesh the bones,
+Stages: load the CT, segment it (or bring an existing segmentation), write the labels (and, for DICOM input,
+a DICOM SEG in the source study without the patient's identity), mesh the bones,
 plan screws and cups, write the plan files, a scene with bones and implants, a preview, and
 ``provenance.json`` (versions, model, input checksum, options, the series chosen and why, per-stage wall
 time and peak memory, warnings). Every file is written to a temporary name and renamed, so a run that
@@ -24,6 +25,8 @@ from recon import __version__
 from recon.anatomy import VOCABULARIES
 from recon.errors import InputError
 from recon.io.atomic import atomic_path
+from recon.io.dicom_files import read_dicom_files
+from recon.io.dicom_seg import write_dicom_seg
 from recon.io.labels import write_label_map
 from recon.io.loading import read_ct
 from recon.io.mesh_files import write_glb_scene, write_mesh_set
@@ -59,6 +62,9 @@ def run_study(input_path: str | Path, out: str | Path, *, procedure: str = "all"
     with _stage("write labels", stages):
         write_label_map(labels, out / "labels.nii.gz")
         write_segmentation(labels, out / "segmentation.seg.nrrd")
+    if loaded.series:
+        with _stage("dicom seg", stages):
+            warnings += _write_dicom_seg(labels, Path(input_path), loaded.series, out / "segmentation.dcm")
     with _stage("mesh", stages):
         meshes = mesh_labels(labels)
         write_mesh_set(meshes, out / "meshes", formats=("stl",))
@@ -119,6 +125,21 @@ def _labels(volume, model, seg, label_map):
     record = {"name": loaded.card.get("name"), "sha256": loaded.card.get("sha256"),
               "training_command": loaded.card.get("training", {}).get("command")}
     return segment(volume, model=loaded), record
+
+
+def _write_dicom_seg(labels, input_path: Path, series: tuple[dict, ...], path: Path) -> list[str]:
+    """The DICOM SEG of the labels in the source series' study; a warning instead when it cannot be made."""
+    chosen = next(s for s in series if s["selected"])
+    if not chosen["series_uid"]:
+        return ["no segmentation.dcm: the source series has no SeriesInstanceUID to reference"]
+    files, _ = read_dicom_files(input_path)
+    sources = [f.dataset for f in files if str(f.dataset.get("SeriesInstanceUID", "")) == chosen["series_uid"]]
+    try:
+        write_dicom_seg(labels, sources, path)
+    except (ValueError, AttributeError, KeyError, TypeError) as err:
+        return [f"no segmentation.dcm: highdicom could not build it from the source series ({type(err).__name__}: "
+                f"{str(err)[:200]})"]
+    return []
 
 
 def _write_scene(meshes: dict, plans: dict, path: Path) -> None:

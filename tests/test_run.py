@@ -6,9 +6,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pydicom
 import trimesh
 
 from recon.cli import main
+from recon.io.dicom_seg import read_dicom_seg
+from recon.io.labels import read_label_map
+from recon.resample import resample_labels
 from recon.phantom.synth import synthesize
 from tests.conftest import shared_path
 
@@ -53,3 +57,16 @@ def test_run_on_a_phantom_dicom_study_plans_screws_in_its_pedicles(tmp_path):
         assert nearest < 3.0, (screw["vertebra"], screw["side"], nearest)
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["model"]["sha256"] and provenance["series"][0]["selected"]
+    seg = pydicom.dcmread(out / "segmentation.dcm")
+    assert seg.preamble == b"\x00" * 128 and seg.Modality == "SEG" and str(seg.PatientName) == ""
+    source = pydicom.dcmread(next((case / "ct").glob("*.dcm")), stop_before_pixels=True)
+    assert (seg.StudyInstanceUID, seg.FrameOfReferenceUID) == (source.StudyInstanceUID, source.FrameOfReferenceUID)
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == source.SeriesInstanceUID
+    assert all(item.SegmentAlgorithmType == "AUTOMATIC" for item in seg.SegmentSequence)
+    labels = read_label_map(out / "labels.nii.gz")
+    reread = resample_labels(read_dicom_seg(out / "segmentation.dcm"), labels.grid)
+    by_name = {name: index for index, name in labels.names.items()}
+    renumbered = np.zeros_like(labels.labels)
+    for index, name in reread.names.items():
+        renumbered[reread.labels == index] = by_name[name]
+    assert np.array_equal(renumbered, labels.labels)

@@ -1,5 +1,6 @@
-"""DICOM Segmentation objects (SEG) read as label maps, with highdicom: segment number -> id, segment label ->
-name, the geometry from the SEG's own plane positions and orientation (LPS)."""
+"""DICOM Segmentation objects (SEG) with highdicom: read as label maps (segment number -> id, segment label ->
+name, the geometry from the SEG's own plane positions and orientation, LPS), and written from label maps in
+the study of their source CT series."""
 
 from __future__ import annotations
 
@@ -7,10 +8,18 @@ from pathlib import Path
 
 import highdicom as hd
 import numpy as np
+from pydicom.sr.codedict import codes
 
+from recon import __version__
+from recon.anatomy import VERTEBRA_PREFIX
 from recon.errors import InputError
+from recon.io.atomic import atomic_path
 from recon.geometry import Grid
 from recon.volume import LabelMap, compact_label_dtype
+
+PATIENT_IDENTITY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex")
+REQUIRED_EMPTY_ALLOWED = PATIENT_IDENTITY + ("StudyID", "StudyDate", "StudyTime", "AccessionNumber",
+                                             "ReferringPhysicianName")
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -39,3 +48,61 @@ def read_dicom_seg(path: Path) -> LabelMap:
     labels = np.asarray(volume.array)
     names = {int(item.SegmentNumber): str(item.SegmentLabel) for item in segmentation.SegmentSequence}
     return LabelMap(grid, labels.astype(compact_label_dtype(labels)), names)
+
+
+def write_dicom_seg(labels: LabelMap, sources: list, path: str | Path, *, include_patient: bool = False) -> Path:
+    """Write ``labels`` as a binary DICOM SEG in the study of ``sources`` (the CT series' datasets), one
+    segment per label, coded (SNOMED CT) and marked as made by an automatic algorithm (recon).
+
+    The patient's name, ID, birth date and sex are left empty unless ``include_patient``: the SEG still
+    belongs to the study and frame of reference of its source series.
+    """
+    present = [index for index in sorted(labels.names) if np.any(labels.labels == index)]
+    if not present:
+        raise InputError(f"{path}: no labelled voxels to write as a DICOM SEG")
+    for dataset in sources:  # attributes the standard requires but lets be empty, which some writers omit
+        for keyword in REQUIRED_EMPTY_ALLOWED:
+            if keyword not in dataset:
+                setattr(dataset, keyword, "")
+    numbered = np.zeros(labels.labels.shape, np.uint8)
+    for number, index in enumerate(present, start=1):
+        numbered[labels.labels == index] = number
+    grid = labels.grid
+    affine = np.eye(4)
+    axes = grid.direction_matrix * np.asarray(grid.spacing_mm)
+    affine[:3, :3] = axes[:, ::-1]  # highdicom's axes: slice (k), row (j), column (i)
+    affine[:3, 3] = grid.origin_lps_mm
+    volume = hd.Volume(numbered.transpose(2, 1, 0), affine, coordinate_system="PATIENT",
+                       frame_of_reference_uid=sources[0].FrameOfReferenceUID)
+    algorithm = hd.AlgorithmIdentificationSequence(name="recon", version=__version__,
+                                                   family=codes.cid7162.ArtificialIntelligence)
+    descriptions = [hd.seg.SegmentDescription(
+        segment_number=number, segment_label=labels.names[index],
+        segmented_property_category=codes.SCT.AnatomicalStructure,
+        segmented_property_type=_property_type(labels.names[index]),
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=algorithm)
+        for number, index in enumerate(present, start=1)]
+    segmentation = hd.seg.Segmentation(
+        source_images=sources, pixel_array=volume, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=9001,
+        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="recon", manufacturer_model_name="recon",
+        software_versions=__version__, device_serial_number="none", series_description="recon bone segmentation",
+        omit_empty_frames=True)
+    if not include_patient:
+        for keyword in PATIENT_IDENTITY:
+            if keyword in segmentation:
+                setattr(segmentation, keyword, "")
+    segmentation.preamble = b"\x00" * 128
+    with atomic_path(Path(path)) as temporary:
+        segmentation.save_as(temporary, enforce_file_format=True)
+    return Path(path)
+
+
+def _property_type(name: str):
+    if name.startswith(VERTEBRA_PREFIX):
+        return codes.SCT.Vertebra
+    if name == "sacrum":
+        return codes.SCT.Sacrum
+    if name.startswith("femur"):
+        return codes.SCT.Femur
+    return codes.SCT.Bone

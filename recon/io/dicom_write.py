@@ -49,6 +49,8 @@ def write_ct_slices(
     folder.mkdir(parents=True, exist_ok=True)
     common = _series_dataset(slices_ij[0].shape, pixel_spacing_ij_mm, description)
     common.ImageOrientationPatient = [_ds(v) for v in orientation]
+    gaps = np.linalg.norm(np.diff(np.asarray(positions_lps_mm, float), axis=0), axis=1)
+    common.SliceThickness = _ds(float(np.median(gaps)) if len(gaps) else 1.0)
     paths = []
     for k, (hu, position) in enumerate(zip(slices_ij, positions_lps_mm, strict=True)):
         dataset = _slice_dataset(common, k)
@@ -71,6 +73,7 @@ def _series_dataset(shape_ij: tuple[int, int], pixel_spacing_ij_mm: Sequence[flo
     dataset.SeriesDescription = description
     dataset.PatientName = "Synthetic^Phantom"
     dataset.PatientID = "SYNTHETIC"
+    dataset.PatientBirthDate = dataset.PatientSex = dataset.ReferringPhysicianName = ""
     dataset.StudyInstanceUID = generate_uid()
     dataset.SeriesInstanceUID = generate_uid()
     dataset.FrameOfReferenceUID = generate_uid()
