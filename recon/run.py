@@ -2,7 +2,7 @@
 
 Stages: load the CT, segment it (or bring an existing segmentation), write the labels (and, for DICOM input,
 a DICOM SEG in the source study without the patient's identity), mesh the bones,
-plan screws and cups, write the plan files, a scene with bones and implants, a preview, and
+plan screws and cups, write the plan files, a scene with bones and implants, a preview, report.html, and
 ``provenance.json`` (versions, model, input checksum, options, the series chosen and why, per-stage wall
 time and peak memory, warnings). Every file is written to a temporary name and renamed, so a run that
 fails or is killed leaves no half-written file under a final name. Nothing in the outputs comes from DICOM
@@ -36,6 +36,7 @@ from recon.mesh import mesh_labels
 from recon.plan.hip import plan_hip
 from recon.plan.spine import plan_spine
 from recon.preview import render_preview
+from recon.report import write_report
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,10 @@ def run_study(input_path: str | Path, out: str | Path, *, procedure: str = "all"
         "warnings": warnings,
         "statement": "Research use only: every plan needs a clinician's review before any clinical use.",
     }
+    with _stage("report", stages):
+        implants = _implant_meshes(plans)
+        write_report(out / "report.html", volume=loaded.volume, labels=labels, meshes=meshes, implants=implants,
+                     plan=json.loads((out / "plan.json").read_text()), provenance=provenance)
     with atomic_path(out / "provenance.json") as temporary:
         temporary.write_text(json.dumps(provenance, indent=2))
     return provenance
@@ -142,15 +147,19 @@ def _write_dicom_seg(labels, input_path: Path, series: tuple[dict, ...], path: P
     return []
 
 
-def _write_scene(meshes: dict, plans: dict, path: Path) -> None:
-    parts = {name: (mesh.vertices_lps_mm, mesh.faces) for name, mesh in meshes.items()}
-    colours = {}
+def _implant_meshes(plans: dict) -> dict:
+    parts = {}
     if "spine" in plans and plans["spine"].planned:
         parts["pedicle screws"] = screw_mesh(plans["spine"].planned)
     if "hip" in plans and plans["hip"].planned:
         parts["acetabular cups"] = cup_mesh(plans["hip"].planned)
-    colours.update({name: colour for name, colour in IMPLANT_COLOURS.items() if name in parts})
-    write_glb_scene(parts, path, colours=colours)
+    return parts
+
+
+def _write_scene(meshes: dict, plans: dict, path: Path) -> None:
+    parts = {name: (mesh.vertices_lps_mm, mesh.faces) for name, mesh in meshes.items()}
+    implants = _implant_meshes(plans)
+    write_glb_scene({**parts, **implants}, path, colours={name: IMPLANT_COLOURS[name] for name in implants})
 
 
 def _series_record(series: dict) -> dict:

@@ -70,3 +70,7 @@ def test_run_on_a_phantom_dicom_study_plans_screws_in_its_pedicles(tmp_path):
     for index, name in reread.names.items():
         renumbered[reread.labels == index] = by_name[name]
     assert np.array_equal(renumbered, labels.labels)
+    for file in out.rglob("*"):  # the synthetic study's patient name and ID appear in no output
+        if file.is_file():
+            content = file.read_bytes()
+            assert b"Synthetic^Phantom" not in content and b"SYNTHETIC" not in content, file.name
