@@ -198,6 +198,8 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run what recon can do on its built-in example")
     demo.add_argument("-o", "--output", default="demo_out", help="output folder (default: demo_out)")
+    demo.add_argument("--size", choices=("clinical", "small"), default="clinical",
+                      help="clinical: 512 x 512 x 300 at 0.7 x 0.7 x 1.0 mm (default); small: 128^3 at 2 mm")
     demo.set_defaults(command=_demo)
     return parser
 
@@ -417,15 +419,15 @@ def _train(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from recon.example import run_demo
 
-    description = run_demo(args.output)
+    description = run_demo(args.output, size=args.size)
     print(_info_text(description))
     summary = json.loads((Path(args.output) / "evaluation" / "summary.json").read_text())
     for name, entry in summary["labels"].items():
         if entry["dice"].get("n"):
             print(f"{name}: Dice {entry['dice']['mean']:.3f}, HD95 {entry['hd95_mm']['mean']:.1f} mm")
-    print(f"wrote the example phantom (DICOM, labels, truth), example_ct.nii.gz, info.json, the model's "
-          f"segmentation (segmentation/), its evaluation against the truth (evaluation/), the bone meshes "
-          f"(meshes/: STL, scene.glb, meshes.json) and preview.png to {args.output}/")
+    print(f"wrote the example phantom (DICOM, labels, truth), info.json, the run (run/: labels, meshes, plan, "
+          f"provenance) and the segmentation's evaluation against the truth (evaluation/) to {args.output}/")
+    print(f"report: {Path(args.output).resolve() / 'run' / 'report.html'}")
     return 0
 
 

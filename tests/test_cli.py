@@ -61,9 +61,11 @@ def test_every_command_has_help(command, capsys):
 
 
 def test_demo_writes_its_outputs(tmp_path, capsys):
-    assert main(["demo", "-o", str(tmp_path / "demo")]) == 0
-    assert (tmp_path / "demo" / "example_ct.nii.gz").is_file()
-    assert (tmp_path / "demo" / "preview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["demo", "-o", str(tmp_path / "demo"), "--size", "small"]) == 0
+    assert (tmp_path / "demo" / "run" / "report.html").is_file()
+    assert (tmp_path / "demo" / "run" / "preview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "demo" / "evaluation" / "summary.json").is_file()
+    assert "report: " in capsys.readouterr().out
     info = json.loads((tmp_path / "demo" / "info.json").read_text())
     assert info["volume"]["shape_ijk"] == [128, 128, 128]
 
