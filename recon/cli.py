@@ -24,11 +24,11 @@ log = logging.getLogger("recon")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="recon: %(levelname)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter() if args.json_logs else logging.Formatter("recon: %(levelname)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, handlers=[handler], force=True)
+    if sys.stderr.isatty() and not args.json_logs:  # progress of stages longer than a second, on a terminal
+        logging.getLogger("recon.run").setLevel(logging.INFO)
     if not args.verbose:  # pydicom's own messages quote raw header values and file paths
         logging.getLogger("pydicom").setLevel(logging.ERROR)
     try:
@@ -53,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recon", description="CT study in, surgical plan out.")
     parser.add_argument("--version", action="version", version=f"recon {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details (and show tracebacks)")
+    parser.add_argument("--json-logs", action="store_true", help="log one JSON object per line on stderr")
     commands = parser.add_subparsers(title="commands", required=True)
 
     info = commands.add_parser("info", help="describe the series and the volume the loader sees")
@@ -336,7 +337,6 @@ def _segment(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from recon.run import run_study
 
-    logging.getLogger("recon").setLevel(logging.INFO if args.verbose else logging.WARNING)
     provenance = run_study(args.input, args.output, procedure=args.procedure, model=args.model, seg=args.seg,
                            label_map=args.label_map, series_uid=args.series)
     for warning in provenance["warnings"]:
@@ -429,6 +429,12 @@ def _demo(args: argparse.Namespace) -> int:
           f"provenance) and the segmentation's evaluation against the truth (evaluation/) to {args.output}/")
     print(f"report: {Path(args.output).resolve() / 'run' / 'report.html'}")
     return 0
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps({"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
+                           "message": record.getMessage()})
 
 
 def _info_text(description: dict) -> str:
