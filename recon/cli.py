@@ -170,10 +170,7 @@ def _parser() -> argparse.ArgumentParser:
                     "margin, breach and Gertzbein-Robbins grade, angles), OUT/plan.csv, OUT/plan.mrk.json "
                     "(3D Slicer markups, one line per screw) and OUT/screws.stl. For research use; every plan "
                     "needs a clinician's review.")
-    spine.add_argument("labels", help="label image, or a folder of per-structure masks")
-    spine.add_argument("-o", "--output", required=True, help="output folder")
-    spine.add_argument("--ct", help="the CT the labels belong to (recorded with the plan)")
-    spine.add_argument("--label-map", metavar="FILE|WORD", help=LABEL_MAP_HELP)
+    _plan_arguments(spine, "label image, or a folder of per-structure masks")
     spine.add_argument("--catalogue", help="screw catalogue JSON (diameters_mm, lengths_mm); default: recon's")
     spine.add_argument("--diameter-fraction", type=float, default=0.8,
                        help="largest screw diameter as a fraction of the isthmus width (default 0.8)")
@@ -186,10 +183,7 @@ def _parser() -> argparse.ArgumentParser:
                     "cup centre, axis, size, radiographic, operative and anatomical angles, coverage), "
                     "OUT/plan.mrk.json (landmarks as points, cup axes as lines) and OUT/cups.stl. For research "
                     "use; every plan needs a clinician's review.")
-    hip.add_argument("labels", help="label image, or a folder of per-structure masks (hips and femurs)")
-    hip.add_argument("-o", "--output", required=True, help="output folder")
-    hip.add_argument("--ct", help="the CT the labels belong to (recorded with the plan)")
-    hip.add_argument("--label-map", metavar="FILE|WORD", help=LABEL_MAP_HELP)
+    _plan_arguments(hip, "label image, or a folder of per-structure masks (hips and femurs)")
     hip.add_argument("--side", choices=("left", "right", "both"), default="both")
     hip.add_argument("--catalogue", help="cup catalogue JSON (diameters_mm); default: recon's 40-70 mm")
     hip.add_argument("--inclination", type=float, default=40.0, help="target radiographic inclination (deg)")
@@ -347,18 +341,27 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plan_spine(args: argparse.Namespace) -> int:
+def _plan_arguments(parser: argparse.ArgumentParser, labels_help: str) -> None:
+    parser.add_argument("labels", help=labels_help)
+    parser.add_argument("-o", "--output", required=True, help="output folder")
+    parser.add_argument("--ct", help="the CT the labels belong to (recorded with the plan)")
+    parser.add_argument("--label-map", metavar="FILE|WORD", help=LABEL_MAP_HELP)
+
+
+def _plan_inputs(args: argparse.Namespace):
+    """The labels a plan command reads, and the CT when --ct names one."""
     from recon.io.labels import read_label_map
+    from recon.io.loading import load_ct
+
+    return read_label_map(args.labels, args.label_map), (load_ct(args.ct) if args.ct else None)
+
+
+def _plan_spine(args: argparse.Namespace) -> int:
     from recon.io.plan_files import write_plan
     from recon.plan.implants import load_screw_catalogue
     from recon.plan.spine import plan_spine
 
-    labels = read_label_map(args.labels, args.label_map)
-    ct = None
-    if args.ct:
-        from recon.io.loading import load_ct
-
-        ct = load_ct(args.ct)
+    labels, ct = _plan_inputs(args)
     try:
         plan = plan_spine(labels, ct=ct, catalogue=load_screw_catalogue(args.catalogue),
                           diameter_fraction=args.diameter_fraction, tip_margin_mm=args.tip_margin_mm)
@@ -379,17 +382,11 @@ def _plan_spine(args: argparse.Namespace) -> int:
 
 
 def _plan_hip(args: argparse.Namespace) -> int:
-    from recon.io.labels import read_label_map
     from recon.io.plan_files import write_plan
     from recon.plan.hip import plan_hip
     from recon.plan.implants import load_cup_catalogue
 
-    labels = read_label_map(args.labels, args.label_map)
-    ct = None
-    if args.ct:
-        from recon.io.loading import load_ct
-
-        ct = load_ct(args.ct)
+    labels, ct = _plan_inputs(args)
     plan = plan_hip(labels, ct=ct, side=args.side, catalogue=load_cup_catalogue(args.catalogue),
                     inclination_deg=args.inclination, anteversion_deg=args.anteversion,
                     medialise_mm=args.medialise_mm)
