@@ -74,3 +74,15 @@ def test_run_on_a_phantom_dicom_study_plans_screws_in_its_pedicles(tmp_path):
         if file.is_file():
             content = file.read_bytes()
             assert b"Synthetic^Phantom" not in content and b"SYNTHETIC" not in content, file.name
+
+
+def test_run_on_the_real_dicom_series_says_why_it_writes_no_dicom_seg(tmp_path):
+    study = shared_path("real/totalseg-example")
+    out = tmp_path / "run"
+    assert main(["run", str(study / "dicom"), "--seg", str(study / "dicom_reference_seg_v2.nii.gz"),
+                 "--label-map", "totalsegmentator", "--procedure", "spine", "-o", str(out)]) == 0
+    provenance = json.loads((out / "provenance.json").read_text())
+    # the anonymised series carries empty Study and Series Instance UIDs: a SEG could not reference it
+    assert not (out / "segmentation.dcm").exists()
+    assert any("no segmentation.dcm" in warning for warning in provenance["warnings"])
+    assert (out / "report.html").is_file() and (out / "labels.nii.gz").is_file()
