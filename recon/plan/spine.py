@@ -31,6 +31,8 @@ SIDES = {"left": 1.0, "right": -1.0}
 REACH_MM = 120.0
 CROP_MARGIN_VOXELS = 3
 MIN_VOLUME_ML = 3.0
+USUAL_TRANSVERSE_DEG = 40.0  # lumbar pedicles converge up to about 30 degrees (L5)
+USUAL_SAGITTAL_DEG = 25.0
 FIELD_MARGIN_MM = 12.0  # the signed distance around a trajectory reaches this far (screw radius + breach)
 
 
@@ -115,6 +117,10 @@ def plan_spine(labels: LabelMap, *, ct: Volume | None = None, catalogue: ScrewCa
         if screw.status == "planned" and screw.grade != "A":
             warnings.insert(0, f"{screw.title}: grade {screw.grade} breach of {screw.breach_mm:.1f} mm "
                                f"({screw.breach_direction}); review before use")
+        if screw.status == "planned" and (abs(screw.transverse_angle_deg) > USUAL_TRANSVERSE_DEG
+                                          or abs(screw.sagittal_angle_deg) > USUAL_SAGITTAL_DEG):
+            warnings.append(f"{screw.title}: unusual angles ({screw.transverse_angle_deg:.0f} deg transverse, "
+                            f"{screw.sagittal_angle_deg:.0f} deg sagittal); check the trajectory and the label")
     options = {"catalogue": catalogue.source, "diameter_fraction": diameter_fraction, "tip_margin_mm": tip_margin_mm,
                "ct_given": ct is not None}
     return SpinePlan(screws, warnings, options)
