@@ -57,16 +57,17 @@ def write_dicom_seg(labels: LabelMap, sources: list, path: str | Path, *, includ
     The patient's name, ID, birth date and sex are left empty unless ``include_patient``: the SEG still
     belongs to the study and frame of reference of its source series.
     """
-    present = [index for index in sorted(labels.names) if np.any(labels.labels == index)]
+    counts = np.bincount(labels.labels.ravel().astype(np.int64))
+    present = [index for index in sorted(labels.names) if index < len(counts) and counts[index]]
     if not present:
         raise InputError(f"{path}: no labelled voxels to write as a DICOM SEG")
     for dataset in sources:  # attributes the standard requires but lets be empty, which some writers omit
         for keyword in REQUIRED_EMPTY_ALLOWED:
             if keyword not in dataset:
                 setattr(dataset, keyword, "")
-    numbered = np.zeros(labels.labels.shape, np.uint8)
-    for number, index in enumerate(present, start=1):
-        numbered[labels.labels == index] = number
+    segment_of = np.zeros(len(counts), np.uint8)  # label id -> segment number (1..N), unnamed ids -> 0
+    segment_of[present] = np.arange(1, len(present) + 1)
+    numbered = segment_of[labels.labels]
     grid = labels.grid
     affine = np.eye(4)
     axes = grid.direction_matrix * np.asarray(grid.spacing_mm)
