@@ -133,3 +133,17 @@ def test_synth_writes_nifti_on_request(tmp_path):
     case = synthesize(tmp_path, count=2, seed=8, size="small", fmt="nifti")[1]
     assert case.name == "phantom_00009"
     assert load_ct(case / "ct.nii.gz").grid.shape == (128, 128, 128)
+
+
+def test_the_spine_runs_on_above_t11_as_unlabelled_vertebrae_with_ribs():
+    phantom = make_phantom(4, shape=(80, 80, 200), spacing_mm=(3.0, 3.0, 3.0))  # tall: up to T8 or so
+    t11 = phantom.truth["vertebrae"]["vertebrae_T11"]
+    assert set(phantom.truth["vertebrae"]) == {f"vertebrae_{v}" for v in ("T11", "T12", "L1", "L2", "L3", "L4", "L5")}
+    up = np.asarray(t11["superior_endplate"]["normal_lps"])
+    above = np.asarray(t11["body_center_lps_mm"]) + up * np.arange(40, 100, 6)[:, None]
+    index = np.round(phantom.ct.grid.lps_to_index(above)).astype(int)
+    inside = np.all((index >= 0) & (index < phantom.ct.grid.shape), axis=1)
+    assert inside.sum() >= 5
+    hu = phantom.ct.hu[tuple(index[inside].T)]
+    assert np.mean(hu > 150) > 0.5  # vertebral bodies (discs between them)
+    assert not np.any(phantom.labels.labels[tuple(index[inside].T)])

@@ -143,3 +143,27 @@ def test_an_existing_totalsegmentator_result_becomes_recon_labels_on_the_ct_grid
 def test_a_phantom_ct_has_the_labels_the_model_knows():
     phantom = make_phantom(3, size="small")
     assert set(phantom.labels.names.values()) <= set(LABELS)
+
+
+def test_the_random_hu_curve_changes_contrast_but_never_the_order_of_tissues():
+    from recon.segmentation.train import _random_curve
+
+    jitter = default_config()["augment"]["curve_jitter_hu"]
+    hu = np.linspace(-1100, 2500, 2000, dtype=np.float32)
+    for seed in range(20):
+        assert np.all(np.diff(_random_curve(hu, jitter, np.random.default_rng(seed))) >= 0)
+
+
+def test_training_crops_have_the_patch_size_and_no_label_outside_a_truncated_field_of_view():
+    from recon.segmentation.train import training_crop
+
+    config = default_config()
+    config["augment"].update(truncate_probability=1.0, scale_probability=1.0)
+    phantom = make_phantom(5, shape=(64, 64, 72), spacing_mm=(4.0, 4.0, 4.0))
+    hu, labels = phantom.ct.hu.astype(np.float32), phantom.labels.labels
+    config["patch_voxels"] = [40, 40, 40]
+    for seed in range(4):
+        image, target = training_crop(hu, labels, config, np.random.default_rng(seed))
+        assert image.shape == target.shape == (40, 40, 40)
+        blank = image <= config["intensity"]["clip_hu"][0] / config["intensity"]["scale_hu"]
+        assert not np.any(target[blank.all(axis=2)])

@@ -9,8 +9,13 @@ from recon.phantom.shapes import Capsule, Cylinder, Ellipsoid, Sphere, Union
 
 
 def build_body(rng: np.random.Generator, origin: np.ndarray, rotation: np.ndarray, spine: dict, hips: dict,
-               inter_asis_mm: float, tissue: dict[str, float]) -> tuple[list[Paint], list[Paint], dict]:
-    """Paints under the bones, paints over nothing (the table is outside the body), and the parameters."""
+               inter_asis_mm: float, tissue: dict[str, float], *, detail_rng: np.random.Generator | None = None,
+               ) -> tuple[list[Paint], list[Paint], dict]:
+    """Paints under the bones, paints over nothing (the table is outside the body), and the parameters.
+
+    With ``detail_rng`` (a generator of its own, so the other draws stay the same), also the lower thorax
+    (lung bases, liver, spleen) and mottled bowel content with gas bubbles.
+    """
 
     def world(local):
         return origin + rotation @ np.asarray(local, float)
@@ -30,7 +35,12 @@ def build_body(rng: np.random.Generator, origin: np.ndarray, rotation: np.ndarra
     layers = ((skin, tissue["fat"]), (skin + fat, tissue["muscle"]), (skin + fat + wall, tissue["visceral"]))
     paints = [Paint(body, tissue["skin"], layers=layers, smooth=True)]
     paints += _muscles(world, local, rotation, spine, hips, tissue)
-    paints += _organs(rng, world, local, rotation, spine, hips, tissue)
+    if detail_rng is not None:
+        paints += _lower_thorax(detail_rng, world, local, rotation, spine, tissue)
+    loops: list[tuple[np.ndarray, np.ndarray]] = []
+    paints += _organs(rng, world, local, rotation, spine, hips, tissue, loops)
+    if detail_rng is not None:
+        paints += _bowel_content(detail_rng, world, rotation, loops, tissue)
     table = _table(world([0, posterior_surface + float(rng.uniform(0, 4)), 0]), tissue)
     parameters = {"body_depth_mm": depth, "body_half_width_mm": half_width, "skin_mm": skin,
                   "subcutaneous_fat_mm": fat, "abdominal_wall_mm": wall}
@@ -52,7 +62,42 @@ def _muscles(world, local, frame, spine, hips, tissue) -> list[Paint]:
     return paints
 
 
-def _organs(rng, world, local, frame, spine, hips, tissue) -> list[Paint]:
+def _lower_thorax(rng, world, local, frame, spine, tissue) -> list[Paint]:
+    """Liver and spleen under the diaphragm, and the lung bases above it reaching down behind them to about
+    T12, as in every CT that shows the upper lumbar spine."""
+    t11 = local(spine["vertebrae_T11"]["body_center_lps_mm"])
+    contrast = tissue.get("contrast", 0.0) > 0.5
+    liver_hu = float(rng.uniform(90, 130) if contrast else rng.uniform(45, 70))
+    spleen_hu = float(rng.uniform(100, 140) if contrast else rng.uniform(40, 60))
+    lung_hu = float(rng.uniform(-900, -780))
+    paints = [
+        Paint(Ellipsoid(world([-rng.uniform(55, 80), t11[1] - rng.uniform(60, 85), t11[2] - rng.uniform(0, 40)]),
+                        rng.uniform([75, 65, 60], [95, 85, 85]), frame), liver_hu),
+        Paint(Ellipsoid(world([rng.uniform(75, 95), t11[1] - rng.uniform(0, 20), t11[2] - rng.uniform(10, 45)]),
+                        rng.uniform([22, 35, 40], [32, 50, 60]), frame), spleen_hu),
+    ]
+    top = t11[2] + rng.uniform(-25, 10)  # where the lungs' posterior recesses end below
+    for side in (1.0, -1.0):
+        radii = rng.uniform([48, 70, 150], [62, 90, 190])
+        center = [side * rng.uniform(68, 85), t11[1] - rng.uniform(10, 30), top + radii[2]]
+        paints.append(Paint(Ellipsoid(world(center), radii, frame), lung_hu + rng.normal(0, 15)))
+    return paints
+
+
+def _bowel_content(rng, world, frame, loops, tissue) -> list[Paint]:
+    """Mottled faeces: small bubbles of gas and fat-to-soft-tissue lumps inside some bowel loops."""
+    paints = []
+    for center, radii in loops:
+        if rng.uniform() < 0.5:
+            continue
+        for _ in range(int(rng.integers(4, 12))):
+            offset = rng.uniform(-0.6, 0.6, 3) * radii
+            hu = float(rng.uniform(-980, -700) if rng.uniform() < 0.5 else rng.uniform(-150, 80))
+            paints.append(Paint(Sphere(world(np.asarray(center) + offset), float(rng.uniform(2.0, 6.0))), hu))
+    return paints
+
+
+def _organs(rng, world, local, frame, spine, hips, tissue, loops: list | None = None) -> list[Paint]:
     l1 = local(spine["vertebrae_L1"]["body_center_lps_mm"])
     l4 = local(spine["vertebrae_L4"]["body_center_lps_mm"])
     paints = []
@@ -60,6 +105,8 @@ def _organs(rng, world, local, frame, spine, hips, tissue) -> list[Paint]:
         center = [rng.uniform(-90, 90), l4[1] - rng.uniform(60, 140), rng.uniform(l4[2] - 120, l1[2])]
         radii = rng.uniform(15, 32, 3)
         paints.append(Paint(Ellipsoid(world(center), radii, frame), tissue["bowel"]))
+        if loops is not None:
+            loops.append((np.asarray(center, float), radii))
         if rng.uniform() < 0.6:
             gas = np.array(center) + [0, -radii[1] * 0.4, 0]
             paints.append(Paint(Ellipsoid(world(gas), radii * rng.uniform(0.3, 0.6), frame), tissue["gas"]))

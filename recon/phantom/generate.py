@@ -42,6 +42,7 @@ def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] 
         raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
     options = {"size": size, "shape": shape, "spacing_mm": spacing_mm, "contrast": contrast}
     rng = np.random.default_rng(seed)
+    detail_rng = np.random.default_rng((int(seed), 1))  # thorax, bowel content: leaves rng's draws as they were
     tissue = _draw_tissue(rng, contrast)
     pelvis_params = draw_pelvis(rng)
     tilt_deg = rng.uniform(-1, 1, 3) * np.array([5.0, 5.0, 8.0])
@@ -52,9 +53,10 @@ def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] 
     s1_center, s1_rotation, pelvis_soft, pelvis_bone, pelvis_truth = build_pelvis(
         pelvis_params, origin, rotation, tissue, rng)
     spine_soft, spine_bone, vertebrae = build_spine(rng, s1_center, s1_rotation,
-                                                   pelvis_params["lumbar_lordosis_deg"], tissue)
+                                                   pelvis_params["lumbar_lordosis_deg"], tissue,
+                                                   detail_rng=detail_rng)
     body, table, body_params = build_body(rng, origin, rotation, vertebrae, pelvis_truth["hips"],
-                                          pelvis_params["inter_asis_mm"], tissue)
+                                          pelvis_params["inter_asis_mm"], tissue, detail_rng=detail_rng)
     grid = _grid(rng, size, shape, spacing_mm, vertebrae, pelvis_truth["hips"])
     imaging = Imaging(
         blur_sigma_mm=(float(rng.uniform(0.35, 0.8)),) * 2 + (float(max(0.4, 0.42 * grid.spacing_mm[2] * rng.uniform(1, 1.5))),),

@@ -1,4 +1,6 @@
-"""Vertebrae T11-L5 stacked on the sacrum: shapes, discs, canal, ribs, and their ground truth.
+"""Vertebrae T11-L5 stacked on the sacrum: shapes, discs, canal, ribs, and their ground truth; above them,
+unlabelled thoracic vertebrae with their ribs, so that the spine runs on out of the field of view as in a
+real CT.
 
 Each vertebra is built in its own frame (columns: patient left, posterior, superior) at the centre of its
 body. Pedicles are cylinders of elliptic cross-section (the isthmus width and height) around a straight
@@ -17,6 +19,7 @@ from recon.phantom.render import Paint
 from recon.phantom.shapes import Capsule, Cylinder, Shape, Union, rotation_about, segment
 
 LEVELS_CAUDAL_TO_CRANIAL = ("L5", "L4", "L3", "L2", "L1", "T12", "T11")
+UNLABELLED_THORACIC = ("T10", "T9", "T8", "T7", "T6", "T5")
 SIDES = {"left": 1.0, "right": -1.0}
 
 
@@ -31,8 +34,14 @@ class Vertebra:
 
 
 def build_spine(rng: np.random.Generator, s1_center: np.ndarray, s1_rotation: np.ndarray, lordosis_deg: float,
-                tissue: dict[str, float]) -> tuple[list[Paint], list[Paint], dict]:
-    """Soft-tissue paints (discs, canal), bone paints (vertebrae, ribs), and the truth per vertebra."""
+                tissue: dict[str, float], *, detail_rng: np.random.Generator | None = None,
+                ) -> tuple[list[Paint], list[Paint], dict]:
+    """Soft-tissue paints (discs, canal), bone paints (vertebrae, ribs), and the truth per vertebra.
+
+    With ``detail_rng``, unlabelled thoracic vertebrae (T10 upwards, each with its pair of ribs) continue the
+    spine above T11, drawn from that generator alone so that the labelled anatomy and its truth stay the
+    same draw for draw.
+    """
     size = float(rng.uniform(0, 1))
     scoliosis_deg = float(rng.uniform(-10, 10))
     origin, rotation = s1_center, s1_rotation
@@ -57,7 +66,42 @@ def build_spine(rng: np.random.Generator, s1_center: np.ndarray, s1_rotation: np
             bone.extend(_ribs(vertebra, tissue))
         truth[f"vertebrae_{level}"] = vertebra.truth
         origin, rotation = center + top[:, 2] * dims["body_height"] / 2, top
+        if level == "T11":
+            t11_dims = dims
+    if detail_rng is not None:
+        _continue_thoracic(detail_rng, origin, rotation, t11_dims, tissue, soft, bone)
     return soft, bone, truth
+
+
+def _continue_thoracic(rng: np.random.Generator, origin: np.ndarray, rotation: np.ndarray, t11_dims: dict,
+                       tissue: dict[str, float], soft: list[Paint], bone: list[Paint]) -> None:
+    """Unlabelled T10, T9, ... stacked on T11 in a thoracic kyphosis, each with ribs reaching round to the
+    front; bone that carries no label of ours, as in a real CT whose field of view runs on upwards."""
+    cortical = tissue["cortical"] * rng.uniform(0.8, 1.0)
+    rib_reach = float(rng.uniform(0.9, 1.15))
+    for index, level in enumerate(UNLABELLED_THORACIC, start=1):
+        shrink = 1 - 0.025 * index
+        dims = {name: value * (shrink if name in ("body_width", "body_depth", "pedicle_width",
+                                                  "canal_half_width") else 1.0) for name, value in t11_dims.items()}
+        dims["body_height"] = t11_dims["body_height"] * (1 - 0.015 * index) * rng.uniform(0.95, 1.05)
+        dims["disc_below_height"] = float(rng.uniform(4, 6.5))
+        dims["pedicle_angle_deg"] = float(rng.uniform(0, 8))
+        dims["transverse_process_length"] = float(rng.uniform(12, 18))
+        segment_deg = float(rng.uniform(-6, -2))  # kyphosis: the opposite bend of the lordosis
+        mid = rotation @ rotation_about([1, 0, 0], -np.radians(segment_deg) / 2)
+        top = rotation @ rotation_about([1, 0, 0], -np.radians(segment_deg))
+        disc = dims["disc_below_height"]
+        soft.append(Paint(Cylinder(origin + mid[:, 2] * disc / 2, mid, dims["body_width"] / 2 - 1,
+                                   dims["body_depth"] / 2 - 1, disc / 2 + 0.5), tissue["disc"]))
+        center = origin + mid[:, 2] * disc + top[:, 2] * dims["body_height"] / 2
+        axial = rotation_about([0, 0, 1], np.radians(rng.uniform(-4, 4)))
+        vertebra = _vertebra(level, center, top @ axial, dims, rng)
+        soft.append(Paint(_canal(vertebra), tissue["csf"]))
+        bone.append(Paint(vertebra.shape, cortical, layers=((rng.uniform(0.8, 1.5),
+                                                             tissue["cancellous"] + rng.normal(0, 15)),)))
+        bone.extend(_ribs(vertebra, tissue, sweep_end=float(rng.uniform(2.5, 2.9)), reach=rib_reach,
+                          drop_mm=float(rng.uniform(12, 30))))
+        origin, rotation = center + top[:, 2] * dims["body_height"] / 2, top
 
 
 def _vertebra(level: str, center: np.ndarray, rotation: np.ndarray, dims: dict, rng) -> Vertebra:
@@ -116,14 +160,18 @@ def _canal(vertebra: Vertebra) -> Shape:
                     dims["body_height"] / 2 + dims["disc_below_height"])
 
 
-def _ribs(vertebra: Vertebra, tissue: dict[str, float]) -> list[Paint]:
-    """Floating ribs: from the transverse process tips along an arc laterally and forwards; bone that
-    carries no label of ours, as real ribs next to T11-T12 do."""
+def _ribs(vertebra: Vertebra, tissue: dict[str, float], *, sweep_end: float | None = None, reach: float = 1.0,
+          drop_mm: float = 12.0) -> list[Paint]:
+    """Ribs: from the transverse process tips along an arc laterally and forwards (floating ribs at T11-T12,
+    longer ones reaching round to the front above); bone that carries no label of ours, as real ribs do."""
     dims = vertebra.dims
-    sweep = np.linspace(0.6, 2.3 if vertebra.level == "T11" else 1.9, 6)
+    if sweep_end is None:
+        sweep_end = 2.3 if vertebra.level == "T11" else 1.9
+    sweep = np.linspace(0.6, sweep_end, 6 if sweep_end < 2.4 else 8)
     paints = []
     for side in SIDES.values():
-        arc = [np.array([side * 115 * np.sin(t), -20 + 65 * np.cos(t), -12 * (t - sweep[0])]) for t in sweep]
+        arc = [np.array([side * 115 * reach * np.sin(t), -20 + 65 * reach * np.cos(t), -drop_mm * (t - sweep[0])])
+               for t in sweep]
         tip = np.array([side * (dims["canal_half_width"] + dims["pedicle_width"] + dims["transverse_process_length"]),
                         dims["body_depth"] / 2 + 26, 2.0])
         for start, end in zip([tip] + arc[:-1], arc):

@@ -146,16 +146,32 @@ def phantom_sample(config: dict, number: int) -> tuple[np.ndarray, np.ndarray]:
 
 def training_crop(hu: np.ndarray, labels: np.ndarray, config: dict, rng: np.random.Generator):
     """A random patch (which may reach past the scan into air, as at a cut-off field of view), with the
-    intensity, density, noise and blur randomised. No left-right flip: left and right are labels."""
-    augment, patch = config["augment"], np.asarray(config["patch_voxels"])
+    intensity, density, texture, noise, blur and resolution randomised, and at times a truncated
+    reconstruction circle. No left-right flip: left and right are labels."""
+    augment, size = config["augment"], np.asarray(config["patch_voxels"])
+    patch = size
+    if "scale" in augment and rng.uniform() < augment.get("scale_probability", 1.0):
+        # a larger or smaller window zoomed to the patch: bigger or smaller patients than the phantom draws
+        patch = np.maximum(8, np.rint(size * rng.uniform(*augment["scale"]) * rng.uniform(0.95, 1.05, 3))).astype(int)
     margin = augment["air_margin_voxels"]
     low = -margin - np.minimum(0, np.asarray(hu.shape) - patch)
     high = np.asarray(hu.shape) - patch + margin
     start = np.array([int(rng.integers(lo, max(lo, hi) + 1)) for lo, hi in zip(low, high)])
     image = _window(hu, start, patch, fill=-1024.0)
     target = _window(labels, start, patch, fill=0)
+    if np.any(patch != size):
+        factors = size / patch
+        image = ndimage.zoom(image, factors, order=1, grid_mode=True, mode="nearest")
+        target = ndimage.zoom(target, factors, order=0, grid_mode=True, mode="nearest")
+        image, target = _fit(image, size, -1024.0), _fit(target, size, 0)
     image = _augment_intensity(image, augment, rng)
+    target = _truncate_field_of_view(image, target, augment, rng)
     return normalise(image, config["intensity"]), target.astype(np.int64)
+
+
+def _fit(array: np.ndarray, size: np.ndarray, fill) -> np.ndarray:
+    """``array`` cut or padded (at the far end) to exactly ``size`` (a zoom may miss it by a voxel)."""
+    return _window(array, np.zeros(3, int), size, fill)
 
 
 def _window(array: np.ndarray, start: np.ndarray, size: np.ndarray, fill) -> np.ndarray:
@@ -167,14 +183,84 @@ def _window(array: np.ndarray, start: np.ndarray, size: np.ndarray, fill) -> np.
 
 
 def _augment_intensity(hu: np.ndarray, augment: dict, rng: np.random.Generator) -> np.ndarray:
+    """Scanner and patient variation, SynthSeg-like where the configuration asks for it (keys absent from an
+    older configuration switch that part off): bone density, a random monotone HU curve, band-limited
+    texture in bone and soft tissue, a smooth bias field, blur, coarser resolution, and noise."""
     threshold = augment["bone_threshold_hu"]
     bone = hu > threshold
     hu = hu.copy()
     hu[bone] = threshold + (hu[bone] - threshold) * rng.uniform(*augment["bone_scale"])
+    if "curve_jitter_hu" in augment and rng.uniform() < augment.get("curve_probability", 1.0):
+        hu = _random_curve(hu, augment["curve_jitter_hu"], rng)
     hu = hu * rng.uniform(*augment["hu_scale"]) + rng.uniform(*augment["hu_shift"])
+    if "texture_bone" in augment:
+        hu = _texture(hu, augment, rng)
+    if "bias_hu" in augment:
+        hu = hu + _smooth_field(hu.shape, augment.get("bias_cells", 4), rng) * np.float32(
+            rng.uniform(0, augment["bias_hu"]))
     sigma = [rng.uniform(*augment["blur_voxels"])] * 2 + [rng.uniform(*augment["slice_blur_voxels"])]
     hu = ndimage.gaussian_filter(hu, sigma)
+    if "downsample" in augment and rng.uniform() < augment.get("downsample_probability", 0.0):
+        hu = _degrade_resolution(hu, augment["downsample"], rng)
     return hu + rng.normal(0.0, rng.uniform(*augment["noise_hu"]), hu.shape).astype(np.float32)
+
+
+def _random_curve(hu: np.ndarray, jitter: dict, rng: np.random.Generator) -> np.ndarray:
+    """A random, monotone, piecewise-linear HU transfer curve: each control point (HU) moves by up to its
+    jitter, then the points are sorted so that the order of tissues never changes, only their contrast."""
+    points = np.array([float(k) for k in jitter])
+    moved = np.sort(points + np.array([rng.uniform(-1, 1) * float(v) for v in jitter.values()]))
+    slope_low, slope_high = 1.0, float(moved[-1] - moved[-2]) / max(1.0, float(points[-1] - points[-2]))
+    out = np.interp(hu, points, moved).astype(np.float32)
+    out[hu < points[0]] = (moved[0] + (hu[hu < points[0]] - points[0]) * slope_low)
+    out[hu > points[-1]] = (moved[-1] + (hu[hu > points[-1]] - points[-1]) * slope_high)
+    return out
+
+
+def _smooth_field(shape, cells: int, rng: np.random.Generator) -> np.ndarray:
+    """A smooth random field in [-1, 1]: linear interpolation of ``cells``^3 random values."""
+    coarse = rng.uniform(-1, 1, (cells,) * 3).astype(np.float32)
+    return ndimage.zoom(coarse, [n / cells for n in shape], order=1, grid_mode=True, mode="nearest")[
+        : shape[0], : shape[1], : shape[2]]
+
+
+def _texture(hu: np.ndarray, augment: dict, rng: np.random.Generator) -> np.ndarray:
+    """Band-limited noise: multiplicative inside bone (trabecular pattern), additive in soft tissue (fat
+    strands, mottled organs); its grain and strength drawn per sample."""
+    grain = rng.uniform(*augment["texture_grain_voxels"])
+    noise = ndimage.gaussian_filter(rng.standard_normal(hu.shape, dtype=np.float32), grain)
+    noise /= max(float(noise.std()), 1e-6)
+    threshold = augment["bone_threshold_hu"]
+    weight = np.clip((hu - threshold) / 100.0, 0.0, 1.0)
+    bone_part = (hu - threshold) * np.float32(rng.uniform(*augment["texture_bone"])) * noise * weight
+    soft = (hu > -200) & (hu < threshold)
+    soft_part = np.float32(rng.uniform(*augment["texture_soft_hu"])) * noise * soft
+    return hu + bone_part + soft_part
+
+
+def _degrade_resolution(hu: np.ndarray, factors: dict, rng: np.random.Generator) -> np.ndarray:
+    """Down to a coarser grid and back (linear), as a thick-slice or low-dose reconstruction looks."""
+    zoom = [1 / rng.uniform(1, factors["in_plane"])] * 2 + [1 / rng.uniform(1, factors["slice"])]
+    small = ndimage.zoom(hu, zoom, order=1, grid_mode=True, mode="nearest")
+    back = ndimage.zoom(small, [n / m for n, m in zip(hu.shape, small.shape)], order=1, grid_mode=True,
+                        mode="nearest")
+    return back[: hu.shape[0], : hu.shape[1], : hu.shape[2]]
+
+
+def _truncate_field_of_view(image: np.ndarray, target: np.ndarray, augment: dict, rng: np.random.Generator):
+    """At times, blank everything outside an axial circle (a reconstruction field of view smaller than the
+    body), labels included: bone that is not in the image is not to be found."""
+    if rng.uniform() >= augment.get("truncate_probability", 0.0):
+        return target
+    n = np.asarray(image.shape)
+    center = rng.uniform(0.2, 0.8, 2) * n[:2]
+    radius = rng.uniform(*augment["truncate_radius_voxels"])
+    i, j = np.ogrid[: n[0], : n[1]]
+    outside = (i - center[0]) ** 2 + (j - center[1]) ** 2 > radius**2
+    image[outside] = -1024.0
+    target = target.copy()
+    target[outside] = 0
+    return target
 
 
 def _validation_phantom(config: dict, number: int) -> tuple[np.ndarray, np.ndarray]:
