@@ -151,7 +151,8 @@ def _parser() -> argparse.ArgumentParser:
         "run", help="CT study in, plan out: segment, mesh, plan screws and cups, write every output",
         description="Writes into OUT: labels.nii.gz, labels.json, segmentation.seg.nrrd, meshes/<bone>.stl, "
                     "scene.glb (bones, screws, cups), plan.json, plan.mrk.json, plan.csv, screws.stl, cups.stl, "
-                    "preview.png and provenance.json. For research use; every plan needs a clinician's review.")
+                    "preview.png, report.html, provenance.json and, for DICOM input, segmentation.dcm (DICOM "
+                    "SEG). For research use; every plan needs a clinician's review.")
     run.add_argument("input", help="anything 'recon info' reads")
     run.add_argument("-o", "--output", required=True, help="output folder")
     run.add_argument("--procedure", choices=("spine", "hip", "all"), default="all")
