@@ -15,21 +15,19 @@ from dataclasses import asdict, dataclass, field
 import igl
 import numpy as np
 import trimesh
-from scipy import ndimage
 from scipy.spatial import cKDTree
 from skimage.measure import marching_cubes
 from trimesh.smoothing import filter_taubin
 
 from recon.errors import InputError
 from recon.geometry import Grid
-from recon.volume import LabelMap, label_bounding_boxes, union_box
+from recon.volume import LabelMap, label_bounding_boxes, largest_piece, union_box
 
 DEFAULT_SMOOTHING_ITERATIONS = 30
 TAUBIN_LAMBDA, TAUBIN_MU = 0.6307, 0.6732  # Taubin (1995): pass-band 0.1, no shrinkage
 VOLUME_RESTORING_STEPS = 1
 MAX_OFFSET_VOXELS = 0.5
 VOLUME_WARNING_PCT = 5.0
-FACE_CONNECTED = ndimage.generate_binary_structure(3, 1)
 
 
 @dataclass(frozen=True)
@@ -114,7 +112,7 @@ def mesh_mask(name: str, mask: np.ndarray, grid: Grid, *, smoothing: int = DEFAU
               target_faces: int | None = None, largest_only: bool = False) -> Mesh:
     """The surface of a boolean ``mask`` on ``grid``; the mask must have a background border."""
     if largest_only:
-        mask = _largest_piece(mask)
+        mask = largest_piece(mask)
     label_volume = float(np.count_nonzero(mask)) * float(np.prod(grid.spacing_mm))
     vertices, faces, _, _ = marching_cubes(mask.astype(np.uint8), 0.5, method="lewiner", allow_degenerate=False)
     surface = trimesh.Trimesh(grid.index_to_lps(vertices), faces, process=False)
@@ -148,14 +146,6 @@ def _restore_volume(surface: trimesh.Trimesh, target_mm3: float, limit_mm: float
         surface.vertices = surface.vertices + step * surface.vertex_normals
         total += step
     return total
-
-
-def _largest_piece(mask: np.ndarray) -> np.ndarray:
-    pieces, count = ndimage.label(mask, structure=FACE_CONNECTED)
-    if count <= 1:
-        return mask
-    sizes = np.bincount(pieces.ravel())[1:]
-    return pieces == 1 + int(np.argmax(sizes))
 
 
 def _decimated(surface: trimesh.Trimesh, target_faces: int) -> tuple[trimesh.Trimesh, str | None]:

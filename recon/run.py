@@ -36,6 +36,7 @@ from recon.mesh import mesh_labels
 from recon.plan.hip import plan_hip
 from recon.plan.spine import plan_spine
 from recon.preview import render_preview
+from recon.segmentation.model import sha256_of
 from recon.report import write_report
 
 log = logging.getLogger(__name__)
@@ -169,14 +170,12 @@ def _series_record(series: dict) -> dict:
 
 
 def _checksum(path: Path) -> str:
-    """sha256 over the input's files in a stable order (file contents and their relative positions)."""
+    """sha256 over the input's files in a stable order (each file's sha256 and its relative position)."""
     digest = hashlib.sha256()
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for file in files:
         digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        digest.update(bytes.fromhex(sha256_of(file)))
     return digest.hexdigest()
 
 

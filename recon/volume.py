@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import ndimage
 
 from recon.errors import GeometryError
 from recon.geometry import Grid
@@ -89,3 +90,11 @@ def compact_label_dtype(array: np.ndarray) -> type:
     """The smallest unsigned type that holds every id of ``array``."""
     largest = int(array.max(initial=0))
     return np.uint8 if largest < 2**8 else np.uint16 if largest < 2**16 else np.uint32
+
+
+def largest_piece(mask: np.ndarray) -> np.ndarray:
+    """The largest face-connected piece of a boolean mask (the mask itself when it has at most one)."""
+    pieces, count = ndimage.label(mask)
+    if count <= 1:
+        return mask
+    return pieces == 1 + int(np.argmax(np.bincount(pieces.ravel())[1:]))

@@ -13,7 +13,6 @@ import logging
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from scipy import ndimage
 
 from recon.anatomy import VERTEBRA_PREFIX
 from recon.geometry import Grid
@@ -21,7 +20,7 @@ from recon.plan.implants import ScrewCatalogue, load_screw_catalogue
 from recon.plan.pedicle import Pedicle, find_pedicle, surface_crossing
 from recon.plan.safety import DistanceField, screw_safety, segment_distance, tip_inside
 from recon.plan.vertebra import VertebraBone, VertebraError, vertebra_bone
-from recon.volume import LabelMap, Volume, label_bounding_boxes
+from recon.volume import LabelMap, Volume, label_bounding_boxes, largest_piece
 
 log = logging.getLogger(__name__)
 
@@ -191,11 +190,7 @@ def _cut_off(labels: LabelMap, index: int, box) -> str | None:
 def _crop(labels: LabelMap, index: int, box):
     start = [max(0, axis.start - CROP_MARGIN_VOXELS) for axis in box]
     stop = [min(n, axis.stop + CROP_MARGIN_VOXELS) for n, axis in zip(labels.grid.shape, box)]
-    mask = labels.labels[tuple(slice(a, b) for a, b in zip(start, stop))] == index
-    pieces, count = ndimage.label(mask)
-    if count > 1:
-        sizes = np.bincount(pieces.ravel())[1:]
-        mask = pieces == 1 + int(np.argmax(sizes))
+    mask = largest_piece(labels.labels[tuple(slice(a, b) for a, b in zip(start, stop))] == index)
     grid = labels.grid
     origin = grid.index_to_lps(np.asarray(start, float))
     return mask, Grid(mask.shape, grid.spacing_mm, tuple(origin), grid.direction)
