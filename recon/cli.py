@@ -13,6 +13,8 @@ from recon import __version__
 from recon.errors import InputError, ReconError
 
 EXIT_INPUT_ERROR = 1
+EXIT_SOME_FAILED = 3
+EXIT_ALL_FAILED = 4
 EXIT_INTERNAL_ERROR = 70
 DEFAULT_SMOOTHING_ITERATIONS = 30  # recon.mesh's default, repeated so --help needs no heavy import
 LABEL_MAP_HELP = ("label names: a JSON file of id -> name, or one of the words recon, verse, totalsegmentator "
@@ -161,7 +163,30 @@ def _parser() -> argparse.ArgumentParser:
                                                       "'recon segment --labels' accepts)")
     run.add_argument("--label-map", metavar="FILE|WORD", help=LABEL_MAP_HELP + " (for --seg)")
     run.add_argument("--series", metavar="UID", help="SeriesInstanceUID to load instead of the automatic choice")
+    run.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the network runs")
     run.set_defaults(command=_run)
+
+    batch = commands.add_parser(
+        "batch", help="many studies: each as 'recon run' into OUT/<case_id>/, resumable, locally or on Dask",
+        description="Each case (a DICOM study folder, a NIfTI/NRRD/MHA file or zip, or a manifest row) gets what "
+                    "'recon run' writes, in OUT/<case_id>/, which appears only when complete. OUT/batch_summary.csv "
+                    "and .json list every case (status, error, stage times, plan figures) and the cohort. Exit "
+                    f"code 0: all done; {EXIT_SOME_FAILED}: some failed; {EXIT_ALL_FAILED}: all failed.")
+    batch.add_argument("inputs", nargs="*", metavar="INPUT",
+                       help="folders to scan for studies, study folders, image files, or manifest CSVs")
+    batch.add_argument("-o", "--output", required=True, help="output folder")
+    batch.add_argument("--manifest", metavar="CSV", help="cases as rows 'case_id,path[,procedure][,seg]'")
+    batch.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    batch.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler, e.g. tcp://HOST:8786, instead of "
+                                                              "local workers; OUT must be visible to every worker")
+    batch.add_argument("--resume", action="store_true",
+                       help="keep finished cases whose input, model, version and options are unchanged")
+    batch.add_argument("--procedure", choices=("spine", "hip", "all"), default="all")
+    batch.add_argument("--model", help="model name under models/ or a model folder (default: the shipped one)")
+    batch.add_argument("--label-map", metavar="FILE|WORD", help=LABEL_MAP_HELP + " (for manifest seg columns)")
+    batch.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                       help="cuda: on Dask, cases go to workers started with '--resources GPU=1'")
+    batch.set_defaults(command=_batch)
 
     plan = commands.add_parser("plan", help="plan implants on a segmentation")
     procedures = plan.add_subparsers(title="procedures", required=True)
@@ -333,13 +358,40 @@ def _run(args: argparse.Namespace) -> int:
     from recon.run import run_study
 
     provenance = run_study(args.input, args.output, procedure=args.procedure, model=args.model, seg=args.seg,
-                           label_map=args.label_map, series_uid=args.series)
+                           label_map=args.label_map, series_uid=args.series, device=args.device)
     for warning in provenance["warnings"]:
         print(f"WARNING: {warning}")
     total = sum(stage["seconds"] for stage in provenance["stages"].values())
     print(f"wrote the plan and its files to {args.output}/ in {total:.1f} s "
           f"(research use; every plan needs a clinician's review)")
     return 0
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from recon.batch import BatchOptions, exit_code, find_cases, run_batch
+
+    if args.workers < 1:
+        raise InputError(f"--workers must be at least 1, got {args.workers}")
+    cases = find_cases(args.inputs + ([args.manifest] if args.manifest else []))
+    options = BatchOptions(procedure=args.procedure, model=args.model, label_map=args.label_map, device=args.device)
+    counts = {"done": 0, "failed": 0}
+    with tqdm(total=len(cases), unit="case", desc="recon batch", disable=None) as bar:
+        def progress(row: dict) -> None:
+            counts["failed" if row["status"] == "failed" else "done"] += 1
+            bar.set_postfix(done=counts["done"], failed=counts["failed"], remaining=len(cases) - bar.n - 1)
+            bar.update()
+            if row["status"] == "failed":
+                log.warning("case %s failed: %s: %s", row["case_id"], row["error_type"], row["error"])
+
+        summary = run_batch(cases, args.output, options=options, workers=args.workers, scheduler=args.scheduler,
+                            resume=args.resume, on_row=progress)
+    cohort = summary["cohort"]
+    print(f"{cohort['done']} done, {cohort['reused']} reused, {cohort['failed']} failed of {cohort['cases']} cases "
+          f"in {cohort['wall_seconds']:.0f} s; summary in {args.output}/batch_summary.csv (research use; every plan "
+          "needs a clinician's review)")
+    return exit_code(summary, some_failed=EXIT_SOME_FAILED, all_failed=EXIT_ALL_FAILED)
 
 
 def _plan_arguments(parser: argparse.ArgumentParser, labels_help: str) -> None:

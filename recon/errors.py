@@ -31,3 +31,7 @@ class MissingDecoderError(ReconError, RuntimeError):
 
 class GeometryError(ReconError, ValueError):
     """A grid or transform is not valid (non-orthonormal direction, non-positive spacing, ...)."""
+
+
+class OutputBusyError(ReconError, RuntimeError):
+    """Another recon process is writing into the same output folder."""

@@ -11,6 +11,7 @@ text: no names, identifiers, dates or paths of the input.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -29,6 +30,7 @@ from recon.io.dicom_files import read_dicom_files
 from recon.io.dicom_seg import write_dicom_seg
 from recon.io.labels import write_label_map
 from recon.io.loading import read_ct
+from recon.io.lock import output_lock
 from recon.io.mesh_files import write_glb_scene, write_mesh_set
 from recon.io.plan_files import cup_mesh, screw_mesh, write_plan
 from recon.io.slicer import write_segmentation
@@ -49,24 +51,30 @@ IMPLANT_COLOURS = {"pedicle screws": (0.85, 0.2, 0.85), "acetabular cups": (0.2,
 
 def run_study(input_path: str | Path, out: str | Path, *, procedure: str = "all", model: str | Path | None = None,
               seg: str | Path | None = None, label_map: str | Path | None = None,
-              series_uid: str | None = None) -> dict:
-    """Run the whole pipeline on one study and write its outputs into ``out``; returns the provenance."""
+              series_uid: str | None = None, device: str = "cpu") -> dict:
+    """Run the whole pipeline on one study and write its outputs into ``out``; returns the provenance.
+
+    Another run into the same ``out`` at the same time is refused (``OutputBusyError``)."""
     if procedure not in PROCEDURES:
         raise InputError(f"procedure must be one of {', '.join(PROCEDURES)}, got {procedure!r}")
-    out = Path(out)
+    with output_lock(Path(out)):
+        return _run_study(Path(input_path), Path(out), procedure, model, seg, label_map, series_uid, device)
+
+
+def _run_study(input_path: Path, out: Path, procedure, model, seg, label_map, series_uid, device) -> dict:
     stages: dict[str, dict] = {}
     warnings: list[str] = []
     with _stage("load", stages):
         loaded = read_ct(input_path, series_uid=series_uid)
         warnings += list(loaded.warnings)
     with _stage("segment", stages):
-        labels, model_record = _labels(loaded.volume, model, seg, label_map)
+        labels, model_record = _labels(loaded.volume, model, seg, label_map, device)
     with _stage("write labels", stages):
         write_label_map(labels, out / "labels.nii.gz")
         write_segmentation(labels, out / "segmentation.seg.nrrd")
     if loaded.series:
         with _stage("dicom seg", stages):
-            warnings += _write_dicom_seg(labels, Path(input_path), loaded.series, out / "segmentation.dcm")
+            warnings += _write_dicom_seg(labels, input_path, loaded.series, out / "segmentation.dcm")
     with _stage("mesh", stages):
         meshes = mesh_labels(labels)
         write_mesh_set(meshes, out / "meshes", formats=("stl",))
@@ -90,10 +98,10 @@ def run_study(input_path: str | Path, out: str | Path, *, procedure: str = "all"
         "python": platform.python_version(),
         "dependencies": {name: _version(name) for name in DEPENDENCIES},
         "model": model_record,
-        "input": {"sha256": _checksum(Path(input_path)), "kind": "folder" if Path(input_path).is_dir() else "file"},
+        "input": {"sha256": input_checksum(input_path), "kind": "folder" if input_path.is_dir() else "file"},
         "options": {"procedure": procedure, "model": str(model) if model else None, "seg": bool(seg),
                     "label_map": label_map if label_map in VOCABULARIES else ("file" if label_map else None),
-                    "series_uid": series_uid},
+                    "series_uid": series_uid, "device": device},
         "series": [_series_record(series) for series in loaded.series],
         "stages": stages,
         "warnings": warnings,
@@ -119,18 +127,29 @@ def _stage(name: str, stages: dict):
         log.info("%s: %.1f s", name, seconds)
 
 
-def _labels(volume, model, seg, label_map):
+def _labels(volume, model, seg, label_map, device):
     if seg is not None:
         from recon.segmentation.sources import existing_labels
 
         return existing_labels(seg, volume.grid, label_map), {"name": None, "source": "existing segmentation"}
     from recon.segmentation.infer import segment
-    from recon.segmentation.model import load_model
+    from recon.segmentation.model import WEIGHTS_FILE, model_dir
 
-    loaded = load_model(model)
+    folder = model_dir(model)
+    loaded = _loaded_model(str(folder), (folder / WEIGHTS_FILE).stat().st_mtime_ns, device)
     record = {"name": loaded.card.get("name"), "sha256": loaded.card.get("sha256"),
               "training_command": loaded.card.get("training", {}).get("command")}
     return segment(volume, model=loaded), record
+
+
+@functools.lru_cache(maxsize=2)
+def _loaded_model(folder: str, weights_mtime_ns: int, device: str):
+    """A model loaded once per process (a batch worker runs many studies), again when its weights change."""
+    from recon.segmentation.model import load_model
+
+    loaded = load_model(folder)
+    loaded.network.to(device)
+    return loaded
 
 
 def _write_dicom_seg(labels, input_path: Path, series: tuple[dict, ...], path: Path) -> list[str]:
@@ -169,7 +188,7 @@ def _series_record(series: dict) -> dict:
     return {key: series.get(key) for key in keep}
 
 
-def _checksum(path: Path) -> str:
+def input_checksum(path: Path) -> str:
     """sha256 over the input's files in a stable order (each file's sha256 and its relative position)."""
     digest = hashlib.sha256()
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]

@@ -28,7 +28,8 @@ def segment(volume: Volume, *, model: Model | str | None = None) -> LabelMap:
     model = model if isinstance(model, Model) else load_model(model)
     grid = canonical_grid(volume.grid, model.spacing_mm)
     image = normalise(resample_volume(volume, grid), model.card["intensity"])
-    scores = predict_scores(model.network, image, model.card["patch_voxels"])
+    device = next(model.network.parameters()).device.type  # windows run where the network lives
+    scores = predict_scores(model.network, image, model.card["patch_voxels"], device)
     levels = assign_levels(scores.argmax(dim=0).numpy().astype(np.uint8), model.labels, model.spacing_mm)
     ids = {c: LABEL_IDS[name] for c, name in enumerate(model.labels) if name in LABEL_IDS}
     labels = _onto_grid(levels.classes, scores, grid, volume.grid, model.labels, ids)
