@@ -34,6 +34,11 @@ reference is the project's budget of 60 s on 2 cores (commercial planners claim 
 TotalSegmentator's fastest CPU setting takes about 70 s for segmentation alone). A second line lists the
 stages' times.
 
+Batch: 20 small phantom studies (DICOM) through ``recon.run_batch`` with 2 worker processes against 1 (the
+reference), each in a fresh output folder; the per-case overhead is the 1-worker batch's time per case minus
+``run_study`` on one of the studies in this process with the model already loaded. Then studies per hour with
+2 workers on 4 clinical-size phantom studies (512 x 512 x 300 DICOM).
+
 Hip planning: ``recon.plan_hip`` on a phantom's labels at 1.5 mm, both sides; the reference is the project's
 budget of 2 s per side.
 """
@@ -41,6 +46,8 @@ budget of 2 s per side.
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -53,6 +60,7 @@ import SimpleITK as sitk
 import surface_distance
 
 import recon
+from recon.batch import find_cases, run_batch
 from recon.evaluation import evaluate
 from recon.geometry import Grid
 from recon.io.dicom_write import write_ct_series
@@ -60,6 +68,7 @@ from recon.io.images import write_image
 from recon.mesh import mesh_labels
 from recon.phantom import make_phantom
 from recon.phantom.generate import SIZES as PHANTOM_SIZES
+from recon.phantom.synth import synthesize
 from recon.plan.accuracy import HIP_GRID_SHAPE, HIP_GRID_SPACING_MM, HIP_SEED_BASE
 from recon.plan.hip import plan_hip
 from recon.plan.spine import plan_spine
@@ -185,6 +194,43 @@ def run_row(phantom, workdir: Path) -> None:
                                       provenance["stages"].items()) + " | | | | |")
 
 
+def batch_rows(workdir: Path) -> None:
+    """The batch speed-up from 1 to 2 workers, the per-case overhead, and clinical-size studies per hour."""
+    small = _phantom_studies(workdir / "batch_small", 20, "small")
+    run_study(small / sorted(os.listdir(small))[0], workdir / "batch_one")  # loads the model in this process
+    one = median_times({"one": lambda: run_study(small / sorted(os.listdir(small))[0], workdir / "batch_one")}, 1)
+    cases = find_cases([small])
+    times = median_times({f"{n} workers": lambda n=n: _complete_batch(cases, workdir / f"batch_{n}", workers=n)
+                          for n in (1, 2)}, 1)
+    print(f"| batch, 2 workers | 20 small phantom DICOM studies | {times['2 workers']:.2f} | batch, 1 worker | "
+          f"{times['1 workers']:.2f} | {times['2 workers'] / times['1 workers']:.2f} |")
+    per_case = times["1 workers"] / len(cases)
+    overhead = per_case - one["one"]
+    print(f"|   per case | recon run on one study {one['one']:.2f} s; 1-worker batch {per_case:.2f} s per case; "
+          f"overhead {overhead:+.2f} s | | | | |")
+    clinical = find_cases([_phantom_studies(workdir / "batch_clinical", 4, "clinical")])
+    started = time.perf_counter()
+    _complete_batch(clinical, workdir / "batch_clinical_out", workers=2)
+    seconds = time.perf_counter() - started
+    print(f"| batch, 2 workers | 4 clinical phantom DICOM studies, 512x512x300 | {seconds:.2f} | | | "
+          f"{len(clinical) * 3600 / seconds:.0f} studies per hour |")
+
+
+def _complete_batch(cases, out: Path, workers: int) -> None:
+    """A batch from scratch that must finish every case."""
+    shutil.rmtree(out, ignore_errors=True)
+    if run_batch(cases, out, workers=workers)["cohort"]["done"] != len(cases):
+        raise SystemExit(f"the batch in {out} did not finish every case: fix that before timing")
+
+
+def _phantom_studies(folder: Path, count: int, size: str) -> Path:
+    """``count`` phantom DICOM studies under ``folder`` (written once)."""
+    if len(list(folder.glob("phantom_*"))) != count:
+        shutil.rmtree(folder, ignore_errors=True)
+        synthesize(folder, count=count, seed=980_000_000, size=size, fmt="dicom")
+    return folder
+
+
 def median_times(candidates: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
     times: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(repeats):
@@ -199,7 +245,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workdir", type=Path, default=Path("bench_out"))
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--only", choices=("batch",), help="run only this group of rows")
     args = parser.parse_args()
+    if args.only == "batch":
+        print("| stage | input | recon (s) | reference | reference (s) | ratio |\n|---|---|---|---|---|---|")
+        batch_rows(args.workdir)
+        return
     folder = write_benchmark_series(args.workdir / "dicom_512x512x300")
     ours, reference = read_with_recon(folder), read_with_simpleitk(folder)
     if not np.array_equal(ours.transpose(2, 1, 0), reference):
@@ -249,6 +300,7 @@ def main() -> None:
     budget = 2 * PLAN_BUDGET_S_PER_HIP
     print(f"| plan hip | both sides, phantom labels {'x'.join(map(str, HIP_GRID_SHAPE))} at 1.5 mm | {seconds:.2f} | "
           f"budget 2 s per side | {budget:.2f} | {seconds / budget:.2f} |")
+    batch_rows(args.workdir)
 
 
 if __name__ == "__main__":

@@ -18,10 +18,12 @@ _PUBLIC = {
     "segment": "recon.segmentation.infer",
     "plan_spine": "recon.plan.spine",
     "plan_hip": "recon.plan.hip",
+    "run_study": "recon.run",
+    "find_cases": "recon.batch",
+    "run_batch": "recon.batch",
 }
-__all__ = ["Grid", "LabelMap", "ReconError", "Volume", "evaluate", "load_ct", "mesh_labels", "plan_hip", "plan_spine",
-           "read_label_map",
-           "segment"]
+__all__ = ["Grid", "LabelMap", "ReconError", "Volume", "evaluate", "find_cases", "load_ct", "mesh_labels", "plan_hip",
+           "plan_spine", "read_label_map", "run_batch", "run_study", "segment"]
 
 
 def __getattr__(name: str):

@@ -61,6 +61,7 @@ class BatchOptions:
     model: str | None = None
     label_map: str | None = None
     device: str = "cpu"  # "cuda": on Dask, cases go only to workers started with --resources GPU=1
+    seg_with_identity: bool = False
     torch_threads: int | None = None  # None: torch's default (all cores)
 
 
@@ -160,9 +161,9 @@ def run_case(case: Case, out: str | Path, options: BatchOptions, resume: bool = 
     out, started = Path(out), time.perf_counter()
     final = out / case.case_id
     try:
-        expected = _expected_record(case, options)
-        if resume and _record(final) and _matches(_record(final), expected):
-            return {**_record(final)["row"], "status": "reused"}
+        expected, record = _expected_record(case, options), _record(final)
+        if resume and record and _matches(record, expected):
+            return {**record["row"], "status": "reused"}
         _set_torch_threads(options.torch_threads or _dask_worker_threads())
         row = _build_case(case, out, options, expected, started)
     except Exception as err:  # a case's failure is data for the summary, never the batch's end
@@ -178,7 +179,7 @@ def _build_case(case: Case, out: Path, options: BatchOptions, expected: dict, st
     try:
         provenance = run_study(case.path, partial, procedure=case.procedure or options.procedure,
                                model=options.model, seg=case.seg, label_map=options.label_map,
-                               device=options.device)
+                               device=options.device, seg_with_identity=options.seg_with_identity)
         row = _row(case, partial, provenance, time.perf_counter() - started)
         with atomic_path(partial / RECORD_FILE) as temporary:
             temporary.write_text(json.dumps({**expected, "row": row}, indent=2))
@@ -208,7 +209,8 @@ def _expected_record(case: Case, options: BatchOptions) -> dict:
         "seg_sha256": input_checksum(case.seg) if case.seg else None,
         "model_sha256": model_sha,
         "recon_version": __version__,
-        "options": {"procedure": case.procedure or options.procedure, "label_map": options.label_map},
+        "options": {"procedure": case.procedure or options.procedure, "label_map": options.label_map,
+                    "seg_with_identity": options.seg_with_identity},
     }
 
 
@@ -283,7 +285,8 @@ def run_batch(cases: Sequence[Case], out: str | Path, *, options: BatchOptions =
         run = _run_on_dask if scheduler else _run_locally
         rows = list(run(cases, out, options, resume, scheduler if scheduler else workers, on_row or (lambda row: None)))
         shutil.rmtree(out / PARTIAL_DIR, ignore_errors=True)
-        rows.sort(key=lambda row: [case.case_id for case in cases].index(row["case_id"]))
+        order = {case.case_id: n for n, case in enumerate(cases)}
+        rows.sort(key=lambda row: order[row["case_id"]])
         summary = {"schema_version": 1, "recon_version": __version__, "options": asdict(options),
                    "executor": f"dask {scheduler}" if scheduler else f"{workers} local processes",
                    "cohort": _cohort(rows, time.perf_counter() - started), "cases": rows}

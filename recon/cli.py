@@ -20,6 +20,9 @@ DEFAULT_SMOOTHING_ITERATIONS = 30  # recon.mesh's default, repeated so --help ne
 LABEL_MAP_HELP = ("label names: a JSON file of id -> name, or one of the words recon, verse, totalsegmentator "
                   "(default: labels.json beside the label file, else label_<id>)")
 
+SEG_IDENTITY_HELP = ("keep the patient's name, ID, birth date and sex and the visit's ID, date, accession number "
+                     "and referring physician in segmentation.dcm (default: empty)")
+
 log = logging.getLogger("recon")
 
 
@@ -164,6 +167,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--label-map", metavar="FILE|WORD", help=LABEL_MAP_HELP + " (for --seg)")
     run.add_argument("--series", metavar="UID", help="SeriesInstanceUID to load instead of the automatic choice")
     run.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the network runs")
+    run.add_argument("--seg-with-identity", action="store_true", help=SEG_IDENTITY_HELP)
     run.set_defaults(command=_run)
 
     batch = commands.add_parser(
@@ -186,6 +190,7 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--label-map", metavar="FILE|WORD", help=LABEL_MAP_HELP + " (for manifest seg columns)")
     batch.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                        help="cuda: on Dask, cases go to workers started with '--resources GPU=1'")
+    batch.add_argument("--seg-with-identity", action="store_true", help=SEG_IDENTITY_HELP)
     batch.set_defaults(command=_batch)
 
     plan = commands.add_parser("plan", help="plan implants on a segmentation")
@@ -358,7 +363,8 @@ def _run(args: argparse.Namespace) -> int:
     from recon.run import run_study
 
     provenance = run_study(args.input, args.output, procedure=args.procedure, model=args.model, seg=args.seg,
-                           label_map=args.label_map, series_uid=args.series, device=args.device)
+                           label_map=args.label_map, series_uid=args.series, device=args.device,
+                           seg_with_identity=args.seg_with_identity)
     for warning in provenance["warnings"]:
         print(f"WARNING: {warning}")
     total = sum(stage["seconds"] for stage in provenance["stages"].values())
@@ -375,7 +381,8 @@ def _batch(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise InputError(f"--workers must be at least 1, got {args.workers}")
     cases = find_cases(args.inputs + ([args.manifest] if args.manifest else []))
-    options = BatchOptions(procedure=args.procedure, model=args.model, label_map=args.label_map, device=args.device)
+    options = BatchOptions(procedure=args.procedure, model=args.model, label_map=args.label_map, device=args.device,
+                           seg_with_identity=args.seg_with_identity)
     counts = {"done": 0, "failed": 0}
     with tqdm(total=len(cases), unit="case", desc="recon batch", disable=None) as bar:
         def progress(row: dict) -> None:

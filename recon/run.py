@@ -34,6 +34,7 @@ from recon.io.lock import output_lock
 from recon.io.mesh_files import write_glb_scene, write_mesh_set
 from recon.io.plan_files import cup_mesh, screw_mesh, write_plan
 from recon.io.slicer import write_segmentation
+from recon.memory import RUN_BYTES_PER_VOXEL, require_memory
 from recon.mesh import mesh_labels
 from recon.plan.hip import plan_hip
 from recon.plan.spine import plan_spine
@@ -51,22 +52,26 @@ IMPLANT_COLOURS = {"pedicle screws": (0.85, 0.2, 0.85), "acetabular cups": (0.2,
 
 def run_study(input_path: str | Path, out: str | Path, *, procedure: str = "all", model: str | Path | None = None,
               seg: str | Path | None = None, label_map: str | Path | None = None,
-              series_uid: str | None = None, device: str = "cpu") -> dict:
+              series_uid: str | None = None, device: str = "cpu", seg_with_identity: bool = False) -> dict:
     """Run the whole pipeline on one study and write its outputs into ``out``; returns the provenance.
 
-    Another run into the same ``out`` at the same time is refused (``OutputBusyError``)."""
+    ``seg_with_identity``: the DICOM SEG keeps the patient's and the visit's identifying attributes (otherwise
+    empty). Another run into the same ``out`` at the same time is refused (``OutputBusyError``)."""
     if procedure not in PROCEDURES:
         raise InputError(f"procedure must be one of {', '.join(PROCEDURES)}, got {procedure!r}")
     with output_lock(Path(out)):
-        return _run_study(Path(input_path), Path(out), procedure, model, seg, label_map, series_uid, device)
+        return _run_study(Path(input_path), Path(out), procedure, model, seg, label_map, series_uid, device,
+                          seg_with_identity)
 
 
-def _run_study(input_path: Path, out: Path, procedure, model, seg, label_map, series_uid, device) -> dict:
+def _run_study(input_path: Path, out: Path, procedure, model, seg, label_map, series_uid, device,
+               seg_with_identity) -> dict:
     stages: dict[str, dict] = {}
     warnings: list[str] = []
     with _stage("load", stages):
         loaded = read_ct(input_path, series_uid=series_uid)
         warnings += list(loaded.warnings)
+        require_memory(loaded.volume.hu.size, RUN_BYTES_PER_VOXEL, "recon run", str(input_path))
     with _stage("segment", stages):
         labels, model_record = _labels(loaded.volume, model, seg, label_map, device)
     with _stage("write labels", stages):
@@ -74,7 +79,8 @@ def _run_study(input_path: Path, out: Path, procedure, model, seg, label_map, se
         write_segmentation(labels, out / "segmentation.seg.nrrd")
     if loaded.series:
         with _stage("dicom seg", stages):
-            warnings += _write_dicom_seg(labels, input_path, loaded.series, out / "segmentation.dcm")
+            warnings += _write_dicom_seg(labels, input_path, loaded.series, out / "segmentation.dcm",
+                                         seg_with_identity)
     with _stage("mesh", stages):
         meshes = mesh_labels(labels)
         write_mesh_set(meshes, out / "meshes", formats=("stl",))
@@ -101,7 +107,7 @@ def _run_study(input_path: Path, out: Path, procedure, model, seg, label_map, se
         "input": {"sha256": input_checksum(input_path), "kind": "folder" if input_path.is_dir() else "file"},
         "options": {"procedure": procedure, "model": str(model) if model else None, "seg": bool(seg),
                     "label_map": label_map if label_map in VOCABULARIES else ("file" if label_map else None),
-                    "series_uid": series_uid, "device": device},
+                    "series_uid": series_uid, "device": device, "seg_with_identity": seg_with_identity},
         "series": [_series_record(series) for series in loaded.series],
         "stages": stages,
         "warnings": warnings,
@@ -152,7 +158,7 @@ def _loaded_model(folder: str, weights_mtime_ns: int, device: str):
     return loaded
 
 
-def _write_dicom_seg(labels, input_path: Path, series: tuple[dict, ...], path: Path) -> list[str]:
+def _write_dicom_seg(labels, input_path: Path, series: tuple[dict, ...], path: Path, with_identity: bool) -> list[str]:
     """The DICOM SEG of the labels in the source series' study; a warning instead when it cannot be made."""
     chosen = next(s for s in series if s["selected"])
     if not chosen["series_uid"]:
@@ -160,7 +166,7 @@ def _write_dicom_seg(labels, input_path: Path, series: tuple[dict, ...], path: P
     files, _ = read_dicom_files(input_path)
     sources = [f.dataset for f in files if str(f.dataset.get("SeriesInstanceUID", "")) == chosen["series_uid"]]
     try:
-        write_dicom_seg(labels, sources, path)
+        write_dicom_seg(labels, sources, path, include_patient=with_identity)
     except (ValueError, AttributeError, KeyError, TypeError) as err:
         return [f"no segmentation.dcm: highdicom could not build it from the source series ({type(err).__name__}: "
                 f"{str(err)[:200]})"]

@@ -216,7 +216,7 @@ def test_truncated_pixel_data_names_the_file(tmp_path):
     paths = write_series(tmp_path, (32, 32, 4))
     data = paths[2].read_bytes()
     paths[2].write_bytes(data[: len(data) - 1000])
-    with pytest.raises(CorruptFileError, match=paths[2].name):
+    with pytest.raises(CorruptFileError, match="file #3 "):  # by number: file names may hold patient names
         load_ct(tmp_path)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,12 +32,13 @@ from recon.errors import (
     TooLargeError,
 )
 from recon.geometry import MAX_VOXELS
-from recon.io.dicom_files import DicomFile, read_dicom_files
+from recon.memory import LOAD_BYTES_PER_VOXEL, require_memory
+from recon.io.dicom_files import PIXEL_DATA_TAG, UNDEFINED_LENGTH, DicomFile, describe_error, read_dicom_files
+from recon.io.jpeg_frames import check_jpeg_frames
 from recon.io.slices import Frame, StackedSlices, stack_frames
 
 log = logging.getLogger(__name__)
 
-PIXEL_DATA_TAG = 0x7FE00010
 NATIVE_LITTLE_ENDIAN = {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
 CT_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.2": "CT Image",
@@ -251,7 +253,7 @@ def _split_series(uid: str, members: list[DicomFile]) -> list[Series]:
         except InputError as err:
             reason = str(err)
         except Exception as err:  # pydicom converts values lazily and raises many types on corrupt ones
-            reason = f"corrupt header ({type(err).__name__}: {err})"
+            reason = f"corrupt header ({describe_error(err)})"
         if reason is not None:
             skipped[reason] = skipped.get(reason, 0) + 1
             continue
@@ -337,6 +339,8 @@ class PixelSource:
         return array[index] if array.ndim == 3 else array
 
     def _decode(self) -> np.ndarray:
+        _check_pixel_length(self.file)
+        check_jpeg_frames(self.file.dataset, _transfer_syntax(self.file.dataset), self.file.label)
         try:
             native = read_native_pixels(self.file)
             return native if native is not None else self.file.dataset.pixel_array
@@ -344,9 +348,22 @@ class PixelSource:
             raise
         except BaseException as err:  # decoders raise many types on damaged data; Rust ones panic
             raise CorruptFileError(
-                f"{self.file.label}: pixel data cannot be decoded ({type(err).__name__}: {err}); "
+                f"{self.file.label}: pixel data cannot be decoded ({describe_error(err)}); "
                 "the file is damaged or truncated: export the series again"
             ) from err
+
+
+def _check_pixel_length(file: DicomFile) -> None:
+    """Pixel data not yet read must fit in its file: a truncated transfer or an absurd length claim is refused
+    before anything is allocated for it."""
+    element = file.dataset.get_item(PIXEL_DATA_TAG, keep_deferred=True) if PIXEL_DATA_TAG in file.dataset else None
+    path = file.dataset.filename if isinstance(file.dataset.filename, str) else None
+    if not isinstance(element, RawDataElement) or element.value is not None or path is None:
+        return
+    available = os.path.getsize(path) - element.value_tell
+    if element.length != UNDEFINED_LENGTH and element.length > available:
+        raise CorruptFileError(f"{file.label}: pixel data claims {element.length} bytes and the file holds "
+                               f"{available} after its start; the file is truncated: export the series again")
 
 
 def read_native_pixels(file: DicomFile) -> np.ndarray | None:
@@ -459,6 +476,7 @@ def _check_size(series: Series) -> None:
             f"{frame.label}: series {series.uid} claims {frame.rows}x{frame.cols}x{len(series.frames)} voxels, "
             f"more than the {MAX_VOXELS} recon allocates; check the headers or crop the study"
         )
+    require_memory(voxels, LOAD_BYTES_PER_VOXEL, "loading the CT", f"series {series.uid}")
 
 
 def _check_decoders(series: Series) -> None:

@@ -17,9 +17,13 @@ from recon.io.atomic import atomic_path
 from recon.geometry import Grid
 from recon.volume import LabelMap, compact_label_dtype
 
-PATIENT_IDENTITY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex")
-REQUIRED_EMPTY_ALLOWED = PATIENT_IDENTITY + ("StudyID", "StudyDate", "StudyTime", "AccessionNumber",
-                                             "ReferringPhysicianName")
+# type 2 attributes (required, may be empty) of the patient and study modules that highdicom copies from the
+# source: they identify the patient or the visit, so recon writes them empty unless asked
+IDENTIFYING = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyID", "StudyDate", "StudyTime",
+               "AccessionNumber", "ReferringPhysicianName")
+# and where the source's acquisition was made and by whom, which highdicom copies into nested items
+IDENTIFYING_ANYWHERE = IDENTIFYING + ("InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName",
+                                      "StationName", "OperatorsName", "PerformingPhysicianName")
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -54,15 +58,16 @@ def write_dicom_seg(labels: LabelMap, sources: list, path: str | Path, *, includ
     """Write ``labels`` as a binary DICOM SEG in the study of ``sources`` (the CT series' datasets), one
     segment per label, coded (SNOMED CT) and marked as made by an automatic algorithm (recon).
 
-    The patient's name, ID, birth date and sex are left empty unless ``include_patient``: the SEG still
-    belongs to the study and frame of reference of its source series.
+    The patient's name, ID, birth date and sex and the study's ID, date, time, accession number and referring
+    physician are left empty unless ``include_patient``: the SEG still belongs to the study (by its UID) and
+    frame of reference of its source series.
     """
     counts = np.bincount(labels.labels.ravel().astype(np.int64))
     present = [index for index in sorted(labels.names) if index < len(counts) and counts[index]]
     if not present:
         raise InputError(f"{path}: no labelled voxels to write as a DICOM SEG")
     for dataset in sources:  # attributes the standard requires but lets be empty, which some writers omit
-        for keyword in REQUIRED_EMPTY_ALLOWED:
+        for keyword in IDENTIFYING:
             if keyword not in dataset:
                 setattr(dataset, keyword, "")
     segment_of = np.zeros(len(counts), np.uint8)  # label id -> segment number (1..N), unnamed ids -> 0
@@ -90,13 +95,18 @@ def write_dicom_seg(labels: LabelMap, sources: list, path: str | Path, *, includ
         software_versions=__version__, device_serial_number="none", series_description="recon bone segmentation",
         omit_empty_frames=True)
     if not include_patient:
-        for keyword in PATIENT_IDENTITY:
-            if keyword in segmentation:
-                setattr(segmentation, keyword, "")
+        _blank_identifying(segmentation)
     segmentation.preamble = b"\x00" * 128
     with atomic_path(Path(path)) as temporary:
         segmentation.save_as(temporary, enforce_file_format=True)
     return Path(path)
+
+
+def _blank_identifying(dataset) -> None:
+    """Empty every identifying attribute, at the top level and inside sequences."""
+    for element in list(dataset.iterall()):
+        if element.keyword in IDENTIFYING_ANYWHERE and element.value not in (None, "", b""):
+            element.value = ""
 
 
 def _property_type(name: str):

@@ -16,6 +16,7 @@ import SimpleITK as sitk
 from recon.errors import InputError, TooLargeError
 from recon.geometry import MAX_VOXELS, Grid, angle_between_deg, is_orthonormal, nearest_orthonormal
 from recon.io.atomic import atomic_path
+from recon.memory import LOAD_BYTES_PER_VOXEL, require_memory
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,7 @@ def _three_d_shape(shape: tuple[int, ...], path: Path) -> tuple[int, int, int]:
         raise InputError(f"{path}: image shape {shape} has an empty axis")
     if int(np.prod(shape, dtype=np.int64)) > MAX_VOXELS:
         raise TooLargeError(f"{path}: header claims {shape} voxels, more than the {MAX_VOXELS} recon allocates")
+    require_memory(int(np.prod(shape, dtype=np.int64)), LOAD_BYTES_PER_VOXEL, "loading the image", str(path))
     return shape
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from recon.errors import InputError
 from recon.io.dicom import load_dicom
+from recon.io.dicom_files import is_valid_uid
 from recon.io.images import image_format, read_image, write_image
 from recon.volume import Volume, hounsfield_array
 
@@ -30,6 +31,9 @@ def read_ct(path: str | Path, *, series_uid: str | None = None) -> LoadedCT:
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file or folder; pass a DICOM folder, zip, DICOMDIR or NIfTI/NRRD/MHA file")
+    if series_uid is not None and not is_valid_uid(series_uid):
+        raise InputError(f"series_uid {series_uid[:80]!r} is not a DICOM UID (digits and dots, at most 64 "
+                         "characters); copy it from 'recon info'")
     if path.is_file() and image_format(path) is not None and not zipfile.is_zipfile(path):
         if series_uid is not None:
             raise InputError(f"{path}: series_uid applies to DICOM input only; this is an image file")

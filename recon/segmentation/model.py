@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from recon.errors import InputError
 from recon.io.atomic import atomic_path
+from recon.schemas import read_json
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 DEFAULT_MODEL = "bone3mm"
@@ -71,13 +72,17 @@ def model_dir(name_or_path: str | Path | None) -> Path:
 
 def load_model(name_or_path: str | Path | None = None) -> Model:
     folder = model_dir(name_or_path)
-    card = json.loads((folder / CARD_FILE).read_text())
+    card = read_json(folder / CARD_FILE, "model card")
     weights = folder / WEIGHTS_FILE
     if sha256_of(weights) != card.get("sha256"):
         raise InputError(f"{weights}: its sha256 does not match model.json; the weights are damaged or were "
                          "replaced. Restore both files together")
     network = build_network(card["network"], len(card["labels"]))
-    network.load_state_dict(load_file(weights))
+    try:
+        network.load_state_dict(load_file(weights))
+    except Exception as err:  # safetensors parses without running code; any failure means a foreign file
+        raise InputError(f"{weights}: not safetensors weights for the network model.json describes "
+                         f"({type(err).__name__}); recon loads nothing else") from err
     network.eval()
     return Model(network, card)
 

@@ -26,6 +26,7 @@ from recon.anatomy import BONES, LABEL_IDS
 from recon.errors import InputError
 from recon.io.atomic import atomic_path
 from recon.phantom import make_phantom
+from recon.schemas import read_json
 from recon.segmentation.datasets import load_user_dataset
 from recon.segmentation.model import build_network, save_model
 from recon.segmentation.window import normalise, predict_classes
@@ -80,11 +81,11 @@ def _configuration(out: Path, resume: bool, steps, seed, data, config_path) -> d
     if resume:
         if not (out / CHECKPOINT_STATE).is_file():
             raise InputError(f"{out}: nothing to resume (no {CHECKPOINT_STATE}); start without --resume")
-        config = json.loads(stored.read_text())
+        config = read_json(stored, "training configuration")
     else:
         if (out / CHECKPOINT_STATE).exists():
             raise InputError(f"{out}: holds a training run already; use --resume, or another output folder")
-        config = json.loads(Path(config_path).read_text()) if config_path else default_config()
+        config = read_json(Path(config_path), "training configuration") if config_path else default_config()
         config["data"] = str(Path(data).resolve()) if data else None
         if seed is not None:
             config["seed"] = int(seed)
