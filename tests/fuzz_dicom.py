@@ -134,8 +134,11 @@ def absurd_size(keyword: str, value: int):
 
 def same_position():
     def apply(files, i):
-        source = pydicom.dcmread(io.BytesIO(files[0]), force=True, stop_before_pixels=True)
-        position = source.get("ImagePositionPatient")
+        try:
+            position = pydicom.dcmread(io.BytesIO(files[0]), force=True, stop_before_pixels=True).get(
+                "ImagePositionPatient")
+        except Exception:  # the first file is already mutated beyond reading: nothing to copy
+            return files
         if position is None:
             return files
         return _replace(files, i, _edit(files[i], lambda ds: setattr(ds, "ImagePositionPatient", position)))

@@ -75,20 +75,20 @@ def test_all_cases_failing_has_its_own_exit_code(studies, tmp_path):
 def test_a_killed_batch_resumes_only_unfinished_cases_and_a_new_model_recomputes_all(studies, tmp_path):
     inputs = tmp_path / "inputs"
     inputs.mkdir()
-    for study in sorted(studies.iterdir())[:4]:
+    for study in sorted(studies.iterdir())[:3]:
         (inputs / study.name).symlink_to(study)
     out = tmp_path / "out"
     command = ("from recon.cli import main; raise SystemExit(main(['batch', %r, '-o', %r, '--workers', '1', "
                "'--procedure', 'spine']))" % (str(inputs), str(out)))
     batch = subprocess.Popen([sys.executable, "-c", command], start_new_session=True)
     deadline = time.monotonic() + 240
-    while len([p for p in out.glob("*") if p.is_dir() and p.name != ".partial"]) < 2:
+    while len([p for p in out.glob("*") if p.is_dir() and p.name != ".partial"]) < 1:
         assert batch.poll() is None and time.monotonic() < deadline, "the batch ended before it could be killed"
         time.sleep(0.2)
     os.killpg(batch.pid, signal.SIGKILL)
     batch.wait()
     finished = sorted(p.name for p in out.iterdir() if p.is_dir() and p.name != ".partial")
-    assert 2 <= len(finished) < 4
+    assert 1 <= len(finished) < 3
     for case in finished:
         _assert_complete(out / case)
     mtimes = {p: p.stat().st_mtime_ns for case in finished for p in (out / case).rglob("*")}
@@ -113,7 +113,7 @@ def test_a_killed_batch_resumes_only_unfinished_cases_and_a_new_model_recomputes
 def test_a_dask_cluster_gives_the_local_outputs_even_when_a_worker_dies(studies, tmp_path):
     from distributed import Client, LocalCluster
 
-    cases = find_cases([study for study in sorted(studies.iterdir())[:4]])
+    cases = find_cases([study for study in sorted(studies.iterdir())[:3]])
     options = BatchOptions(procedure="spine")
     run_batch(cases, tmp_path / "local", options=options, workers=2)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
