@@ -33,9 +33,11 @@ from pathlib import Path
 from recon import __version__
 from recon.errors import InputError, ReconError
 from recon.io.atomic import atomic_path
+from recon.io.dicom_files import is_dicomdir, looks_like_dicom
 from recon.io.images import image_format
 from recon.io.lock import output_lock
 from recon.run import PROCEDURES, input_checksum
+from recon.schemas import read_json
 
 log = logging.getLogger(__name__)
 
@@ -122,14 +124,12 @@ def _studies(item: Path) -> list[Path]:
 
 def _holds_dicom(folder: Path, *, recursive: bool = False) -> bool:
     files = folder.rglob("*") if recursive else folder.iterdir()
-    return any(path.is_file() and _is_dicom_file(path) for path in files)
+    return any(path.is_file() and (is_dicomdir(path) or looks_like_dicom(_head(path))) for path in files)
 
 
-def _is_dicom_file(path: Path) -> bool:
-    if path.name == "DICOMDIR" or path.suffix.lower() in (".dcm", ".dicom", ".ima"):
-        return True
+def _head(path: Path) -> bytes:
     with open(path, "rb") as stream:
-        return stream.read(132)[128:] == b"DICM"
+        return stream.read(132)
 
 
 def _case_id(path: Path, root: Path) -> str:
@@ -202,7 +202,7 @@ def _expected_record(case: Case, options: BatchOptions) -> dict:
     """What a finished case's record holds when it is still valid: checksums, model, version, options."""
     from recon.segmentation.model import CARD_FILE, model_dir
 
-    model_sha = None if case.seg else json.loads((model_dir(options.model) / CARD_FILE).read_text()).get("sha256")
+    model_sha = None if case.seg else read_json(model_dir(options.model) / CARD_FILE, "model card")["sha256"]
     return {
         "case_id": case.case_id,
         "input_sha256": input_checksum(case.path),

@@ -145,7 +145,7 @@ def test_case_ids_come_from_paths_and_are_unique(tmp_path):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "study" / "series1").mkdir(parents=True)
-    (tmp_path / "study" / "series1" / "1.dcm").write_bytes(b"")
+    (tmp_path / "study" / "series1" / "1").write_bytes(b"\0" * 128 + b"DICM")  # any name: found by its preamble
     cases = find_cases([tmp_path, tmp_path / "group" / "c.nrrd"])
     assert [case.case_id for case in cases] == ["a_b", "group-a_b", "group-c", "study", "c"]
     assert cases[3].path == tmp_path / "study"
