@@ -198,11 +198,19 @@ def _publish(partial: Path, final: Path) -> None:
     os.replace(partial, final)
 
 
+def _model_fingerprint(model: str | None) -> str:
+    """The model's sha256 from its card; for TotalSegmentator, its installed version."""
+    from recon.segmentation.model import CARD_FILE, model_dir
+    from recon.segmentation.totalseg import TOTALSEGMENTATOR, installed_version
+
+    if model == TOTALSEGMENTATOR:
+        return f"{TOTALSEGMENTATOR} {installed_version()}"
+    return read_json(model_dir(model) / CARD_FILE, "model card")["sha256"]
+
+
 def _expected_record(case: Case, options: BatchOptions) -> dict:
     """What a finished case's record holds when it is still valid: checksums, model, version, options."""
-    from recon.segmentation.model import CARD_FILE, model_dir
-
-    model_sha = None if case.seg else read_json(model_dir(options.model) / CARD_FILE, "model card")["sha256"]
+    model_sha = None if case.seg else _model_fingerprint(options.model)
     return {
         "case_id": case.case_id,
         "input_sha256": input_checksum(case.path),

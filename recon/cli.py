@@ -17,6 +17,8 @@ EXIT_SOME_FAILED = 3
 EXIT_ALL_FAILED = 4
 EXIT_INTERNAL_ERROR = 70
 DEFAULT_SMOOTHING_ITERATIONS = 30  # recon.mesh's default, repeated so --help needs no heavy import
+MODEL_HELP = ("model name under models/ or a model folder (default: the shipped one), or totalsegmentator to run "
+              "TotalSegmentator if it is installed with its weights (offline, usage statistics off)")
 LABEL_MAP_HELP = ("label names: a JSON file of id -> name, or one of the words recon, verse, totalsegmentator "
                   "(default: labels.json beside the label file, else label_<id>)")
 
@@ -130,7 +132,7 @@ def _parser() -> argparse.ArgumentParser:
                     "confidence) and OUT/segmentation.seg.nrrd for 3D Slicer, on the CT's grid.")
     segment.add_argument("input", help="anything 'recon info' reads")
     segment.add_argument("-o", "--output", required=True, help="output folder")
-    segment.add_argument("--model", help="model name under models/ or a model folder (default: the shipped one)")
+    segment.add_argument("--model", help=MODEL_HELP)
     segment.add_argument("--labels", metavar="EXISTING",
                          help="use this segmentation instead of the network: a label file or a folder of "
                               "per-structure masks (e.g. TotalSegmentator's output)")
@@ -161,7 +163,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("input", help="anything 'recon info' reads")
     run.add_argument("-o", "--output", required=True, help="output folder")
     run.add_argument("--procedure", choices=("spine", "hip", "all"), default="all")
-    run.add_argument("--model", help="model name under models/ or a model folder (default: the shipped one)")
+    run.add_argument("--model", help=MODEL_HELP)
     run.add_argument("--seg", metavar="EXISTING", help="use this segmentation instead of the network (any source "
                                                       "'recon segment --labels' accepts)")
     run.add_argument("--label-map", metavar="FILE|WORD", help=LABEL_MAP_HELP + " (for --seg)")
@@ -186,7 +188,7 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--resume", action="store_true",
                        help="keep finished cases whose input, model, version and options are unchanged")
     batch.add_argument("--procedure", choices=("spine", "hip", "all"), default="all")
-    batch.add_argument("--model", help="model name under models/ or a model folder (default: the shipped one)")
+    batch.add_argument("--model", help=MODEL_HELP)
     batch.add_argument("--label-map", metavar="FILE|WORD", help=LABEL_MAP_HELP + " (for manifest seg columns)")
     batch.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                        help="cuda: on Dask, cases go to workers started with '--resources GPU=1'")

@@ -140,7 +140,10 @@ def _labels(volume, model, seg, label_map, device):
         return existing_labels(seg, volume.grid, label_map), {"name": None, "source": "existing segmentation"}
     from recon.segmentation.infer import segment
     from recon.segmentation.model import WEIGHTS_FILE, model_dir
+    from recon.segmentation.totalseg import TOTALSEGMENTATOR, installed_version, run_totalsegmentator
 
+    if model == TOTALSEGMENTATOR:
+        return run_totalsegmentator(volume, device=device), {"name": TOTALSEGMENTATOR, "version": installed_version()}
     folder = model_dir(model)
     loaded = _loaded_model(str(folder), (folder / WEIGHTS_FILE).stat().st_mtime_ns, device)
     record = {"name": loaded.card.get("name"), "sha256": loaded.card.get("sha256"),

@@ -18,13 +18,17 @@ from recon.geometry import Grid
 from recon.resample import canonical_grid, resample_array, resample_volume
 from recon.segmentation.levels import assign_levels
 from recon.segmentation.model import Model, load_model
+from recon.segmentation.totalseg import TOTALSEGMENTATOR, run_totalsegmentator
 from recon.segmentation.window import normalise, predict_scores
 from recon.volume import LabelMap, Volume, compact_label_dtype, label_bounding_boxes
 
 
 def segment(volume: Volume, *, model: Model | str | None = None) -> LabelMap:
     """The bones of ``volume`` as a label map on its grid, named as recon names them, with a confidence for
-    each vertebra level."""
+    each vertebra level. ``model="totalsegmentator"`` runs TotalSegmentator instead, when it is installed with
+    its weights (``recon.segmentation.totalseg``)."""
+    if model == TOTALSEGMENTATOR:
+        return run_totalsegmentator(volume)
     model = model if isinstance(model, Model) else load_model(model)
     grid = canonical_grid(volume.grid, model.spacing_mm)
     image = normalise(resample_volume(volume, grid), model.card["intensity"])
