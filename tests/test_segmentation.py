@@ -59,21 +59,16 @@ def test_a_field_of_view_cut_at_the_bottom_names_by_the_majority():
                                            "vertebrae_T12"]
 
 
-def test_levels_count_up_from_l5_when_the_lowest_sits_on_the_sacrum():
-    said = ["vertebrae_L2", "vertebrae_L1", "vertebrae_T12", "vertebrae_T11"]  # three levels too high
-    classes = spine(said)
-    classes[5:15, 5:15, 0:2] = LABEL_IDS["sacrum"]  # 3 mm below the lowest body
-    result = assign_levels(classes, LABELS, SPACING)
-    assert names_from_inferior(result) == ["vertebrae_L5", "vertebrae_L4", "vertebrae_L3", "vertebrae_L2"]
-
-
-def test_a_sacrum_a_vertebra_away_leaves_the_naming_to_the_votes():
-    said = ["vertebrae_L4", "vertebrae_L3", "vertebrae_L2", "vertebrae_L1"]  # L5 not found
+def test_stray_pieces_below_l5_and_above_the_top_level_go_back_to_background():
+    levels = ["vertebrae_L5", "vertebrae_L4", "vertebrae_L3", "vertebrae_L2", "vertebrae_L1", "vertebrae_T12",
+              "vertebrae_T11"]
     below = np.zeros((20, 20, 10), np.uint8)
-    below[5:15, 5:15, 0:3] = LABEL_IDS["sacrum"]  # 30 mm below the lowest body
-    result = assign_levels(np.concatenate([below, spine(said)], axis=2), LABELS, SPACING)
-    found = [LABELS[result.classes[10, 10, 16 + 10 * k]] for k in range(len(said))]
-    assert found == said
+    below[8:12, 8:12, 2:6] = LABEL_IDS["vertebrae_T11"]  # a stray piece in the pelvis, 64 voxels
+    classes = np.concatenate([below, spine(levels, (20, 20, 100))], axis=2)
+    classes[8:12, 8:12, 94:98] = LABEL_IDS["vertebrae_L3"]  # and one above T11
+    result = assign_levels(classes, LABELS, SPACING)
+    assert [LABELS[result.classes[10, 10, 16 + 10 * k]] for k in range(len(levels))] == levels
+    assert not result.classes[8:12, 8:12, 2:6].any() and not result.classes[8:12, 8:12, 94:98].any()
 
 
 def test_a_vertebra_split_between_two_levels_stays_one_instance_and_specks_go():

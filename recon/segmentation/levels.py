@@ -5,10 +5,10 @@
 - Vertebrae become instances: the pieces of all vertebra voxels together, split by the network's level where a
   piece holds several levels, and pieces whose centres lie closer than ``SAME_LEVEL_MM`` along the body axis
   merged. Instances are ordered from inferior to superior and named with consecutive levels (no two L3s, no
-  gap between L2 and L4). Where the lowest instance sits on the sacrum (within ``ON_SACRUM_MM``), it is L5
-  and the others count up from it, as surgeons count lumbar levels; otherwise the first level is the one
-  that agrees with most of the network's voxel votes, which also names the levels right when the field of
-  view cuts off the bottom.
+  gap between L2 and L4): the run of consecutive instances and the levels up from its lowest that agree with
+  most of the network's voxel votes (fewest instances on a tie). Instances outside the run (stray pieces in
+  the pelvis below L5, or above the labelled levels) go back to background; the run names the levels right
+  when the field of view cuts off the top or the bottom.
 - Each level's confidence is the share of its voxels that the network itself gave that level.
 """
 
@@ -22,7 +22,6 @@ from scipy import ndimage
 MIN_PIECE_SHARE = 0.1
 MIN_VERTEBRA_ML = 1.0
 SAME_LEVEL_MM = 12.0
-ON_SACRUM_MM = 15.0  # the L5-S1 disc is about 10-12 mm; L4 lies a whole vertebra (25 mm or more) higher
 CONNECTED = ndimage.generate_binary_structure(3, 3)
 
 
@@ -44,12 +43,8 @@ def assign_levels(classes: np.ndarray, labels: list[str], spacing_mm: float) -> 
     instances = _vertebra_instances(classes, vertebra_classes, int(MIN_VERTEBRA_ML / voxel_ml), spacing_mm)
     confidence = {}
     if instances:
-        sacrum = cleaned == labels.index("sacrum") if "sacrum" in labels else None
-        on_sacrum = "vertebrae_L5" in labels and _on_sacrum(instances[0], sacrum, spacing_mm)
-        lowest = labels.index("vertebrae_L5") if on_sacrum else None
-        order = _best_levels(instances, classes, vertebra_classes, lowest)
-        for mask, level in zip(instances, order):
-            if level:  # more instances than levels: the extras stay background
+        for mask, level in zip(instances, _best_levels(instances, classes, vertebra_classes)):
+            if level:  # instances outside the best run stay background
                 cleaned[mask] = level
                 confidence[level] = float(np.mean(classes[mask] == level))
     return Levels(cleaned, confidence)
@@ -89,27 +84,23 @@ def _height(mask: np.ndarray) -> float:
     return float(np.nonzero(mask)[2].mean())
 
 
-def _on_sacrum(lowest: np.ndarray, sacrum: np.ndarray | None, spacing_mm: float) -> bool:
-    """Whether the lowest vertebra instance lies within ON_SACRUM_MM of the sacrum."""
-    if sacrum is None or not sacrum.any():
-        return False
-    distance = ndimage.distance_transform_edt(~sacrum, sampling=spacing_mm)
-    return float(distance[lowest].min()) <= ON_SACRUM_MM
-
-
-def _best_levels(instances, classes, vertebra_classes, lowest: int | None) -> list[int]:
-    """Consecutive levels for the instances (inferior to superior): up from class ``lowest`` when it is
-    given, else those that agree with most voxel votes.
+def _best_levels(instances, classes, vertebra_classes) -> list[int]:
+    """A level per instance (inferior to superior), 0 for those left out: the run of consecutive instances,
+    named with consecutive levels, whose voxels agree most with the network's votes (on a tie, the shortest).
 
     ``vertebra_classes`` run from superior (T11) to inferior (L5), as recon's vocabulary lists them."""
     inferior_first = list(reversed(vertebra_classes))
     votes = np.array([[np.count_nonzero(classes[mask] == c) for c in inferior_first] for mask in instances])
-    count = min(len(instances), len(inferior_first))
-    best, best_score = 0, -1
-    firsts = [inferior_first.index(lowest)] if lowest is not None else range(len(inferior_first) - count + 1)
-    for first in firsts:
-        score = sum(votes[k, first + k] for k in range(count))
-        if score > best_score:
-            best, best_score = first, score
-    levels = [inferior_first[best + k] for k in range(count)]
-    return levels + [0] * (len(instances) - count)  # more instances than levels: the extras stay unnamed
+    best, best_key = (0, 0, 0), (-1, 0)
+    for start in range(len(instances)):
+        for first in range(len(inferior_first)):
+            score = 0
+            for length in range(1, min(len(instances) - start, len(inferior_first) - first) + 1):
+                score += votes[start + length - 1, first + length - 1]
+                if (score, -length) > best_key:
+                    best, best_key = (start, first, length), (score, -length)
+    start, first, length = best
+    levels = [0] * len(instances)
+    for k in range(length):
+        levels[start + k] = inferior_first[first + k]
+    return levels
