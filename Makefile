@@ -28,10 +28,10 @@ bench: setup
 	$(BIN)/python -m pip install --quiet --no-deps dynamic-network-architectures==0.4.4
 	$(BIN)/python -m benchmarks
 
-# the shipped model, from scratch (about an hour on 2 CPU cores), then its measured accuracy in model.json
+# the shipped model, from scratch (about 1.5 hours on 2 CPU cores), then its measured accuracy in model.json
 model: setup
 	rm -rf models/bone3mm
-	$(BIN)/recon train -o models/bone3mm --steps 1500
+	$(BIN)/recon train -o models/bone3mm
 	$(BIN)/python -m recon.segmentation.accuracy models/bone3mm
 
 clean:
