@@ -36,17 +36,16 @@ def assign_levels(classes: np.ndarray, labels: list[str], spacing_mm: float) -> 
     classes in order (index 0 background); the grid is axis-aligned LPS, so index axis 2 points superior."""
     vertebra_classes = [c for c, name in enumerate(labels) if name.startswith("vertebrae_")]
     cleaned = np.zeros_like(classes)
-    for c, name in enumerate(labels):
-        if c and c not in vertebra_classes:
+    for c in range(1, len(labels)):
+        if c not in vertebra_classes:
             cleaned[_kept_pieces(classes == c)] = c
     voxel_ml = spacing_mm**3 / 1000.0
     instances = _vertebra_instances(classes, vertebra_classes, int(MIN_VERTEBRA_ML / voxel_ml), spacing_mm)
     confidence = {}
-    if instances:
-        for mask, level in zip(instances, _best_levels(instances, classes, vertebra_classes)):
-            if level:  # instances outside the best run stay background
-                cleaned[mask] = level
-                confidence[level] = float(np.mean(classes[mask] == level))
+    for mask, level in zip(instances, _best_levels(instances, classes, vertebra_classes), strict=True):
+        if level:  # instances outside the best run stay background
+            cleaned[mask] = level
+            confidence[level] = float(np.mean(classes[mask] == level))
     return Levels(cleaned, confidence)
 
 
