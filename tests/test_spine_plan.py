@@ -86,11 +86,22 @@ def phantom_rows():
 
 def test_phantom_screws_follow_the_true_pedicles(phantom_rows):
     summary = summarize(phantom_rows)
+    # measured 2026-11-22 on these two phantoms: 18 planned, max 2.8 degrees, max 0.29 mm from the isthmus
+    # centre, widths within 0.21 mm, 17 of 18 diameters as the rule applied to the true width, all grade A
     assert summary["planned"] >= 0.9 * (summary["screws"] - summary["cut_off_by_field_of_view"])
-    assert summary["within_3_deg"] >= 0.8
-    assert summary["within_1_5_mm"] >= 0.95
-    assert summary["grade_a"] >= 0.9
-    assert abs(summary["width_error_mm_mean"]) <= 0.4
+    assert summary["within_3_deg"] == 1.0
+    assert summary["within_1_5_mm"] == 1.0
+    assert summary["grade_a"] == 1.0
+    assert summary["width_error_mm_abs_max"] <= 0.3
+    assert summary["diameter_as_rule"] >= 17 / 18
+
+
+def test_a_pedicle_wider_than_tall_and_short_behind_its_isthmus_is_measured_whole():
+    # this L5 (17.6 mm wide, 15.5 tall) was once measured 10.6 mm: the isthmus is near the back of the
+    # pedicle, so the narrowest depth over the stretch made every chord look as if it ran into a process
+    rows = [row for row in screw_errors(970_000_003) if row["screw"].startswith("L5")]
+    assert [row["status"] for row in rows] == ["planned", "planned"]
+    assert all(abs(row["width_mm"] - row["true_width_mm"]) <= 0.3 for row in rows)
 
 
 def test_a_narrow_pedicle_is_not_plannable_and_says_why(phantom_rows):

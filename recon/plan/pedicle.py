@@ -5,10 +5,11 @@ canal and outside, and the centres of those runs line up along it. The axis is t
 deepest inside the bone over 12 mm around that guess (the axis of the widest cylinder the pedicle holds),
 found by Nelder-Mead over the line's offset and direction from three starting headings, then straightened
 onto the middles of the pedicle's cross-sections. The isthmus centre is where that line crosses the first
-guess's level (mid-pedicle); its width and height are chords across the pedicle, to a twentieth of a
-millimetre, the median over 6 mm of the line (voxel steps make single chords ragged).
-Where every chord runs on into a process (longer than 1.5 times the diameter of the widest cylinder that
-fits the isthmus), that diameter is the width.
+guess's level (mid-pedicle); its width and height are those of the ellipse fitted to the pedicle's outline
+in each cross-section (rays every 10 degrees, each to a twentieth of a millimetre), the median over 6 mm of
+the line: a fit over the whole outline averages out the voxel steps that make single chords ragged.
+A cross-section whose left-right chord is longer than 1.5 times the diameter of the widest cylinder that
+fits at its centre has run on into a process and is left out; where all are, that diameter is the width.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ MAX_SHIFT_MM = 6.0  # how far the corridor may move from the first guess before 
 FIRST_YAWS_DEG = (-15.0, 0.0, 15.0)
 CENTRE_HALF_MM = 6.0
 CHORD_LIMIT = 1.5  # a chord longer than this many inscribed diameters has run into a process
+OUTLINE_STEP_DEG = 10.0
+ELLIPSE_OUTLIER = 1.3  # a ray reaching this much beyond the chords' ellipse has run into a process
 CENTRE_ROUNDS = 3
 MIN_FORWARD = 0.5  # a pedicle axis runs within 60 degrees of straight forward
 MAX_TILT = 0.5  # and within 30 degrees of the endplates' plane
@@ -62,14 +65,14 @@ def find_pedicle(bone: VertebraBone, side: float) -> Pedicle:
         raise VertebraError("no pedicle found (the bone beside the canal does not lead into the body)")
     isthmus = point + ((start - point) @ axis) * axis  # level with the first guess, mid-pedicle
     along = np.arange(-ISTHMUS_HALF_MM, ISTHMUS_HALF_MM + 1e-9, DEPTH_STEP_MM)
-    inscribed = -2.0 * float(distance(isthmus + along[:, None] * axis).max())
+    inscribed = -2.0 * float(distance(isthmus[None])[0])
     if inscribed <= 0:
         raise VertebraError("no pedicle found (the corridor leaves the bone)")
-    sections = [_section(bone, isthmus + t * axis, axis) for t in along]
-    sections = [section for section in sections if section and section[1] <= CHORD_LIMIT * inscribed]
-    if sections:
-        width = float(np.median([section[1] for section in sections]))
-        height = float(np.median([section[2] for section in sections]))
+    outlines = [_outline(bone, isthmus + t * axis, axis, distance) for t in along]
+    outlines = [outline for outline in outlines if outline]
+    if outlines:
+        width = float(np.median([outline[0] for outline in outlines]))
+        height = float(np.median([outline[1] for outline in outlines]))
     else:  # every chord runs on into a process: the widest inscribed cylinder is the measure
         width = height = inscribed
     return Pedicle(isthmus, axis, width, height, _length_behind(bone, isthmus, axis, width))
@@ -183,9 +186,7 @@ def _section(bone: VertebraBone, point: np.ndarray, axis: np.ndarray):
     """The pedicle's cross-section through ``point`` perpendicular to ``axis``, found by chords: the point
     is moved to the middle of its left-right chord and of its up-down chord, twice. Returns (centre,
     width, height), or None when the point is not in bone or a chord does not end within the window."""
-    across = np.cross([0.0, 0.0, 1.0], axis)
-    across /= np.linalg.norm(across)
-    upward = np.cross(axis, across)
+    across, upward = _section_axes(axis)
     centre = point
     for _ in range(CENTRING_ROUNDS):
         if bone.occupancy_at(centre) < 0.5:
@@ -199,6 +200,43 @@ def _section(bone: VertebraBone, point: np.ndarray, axis: np.ndarray):
     if None in chords:
         return None
     return centre, sum(chords[0]), sum(chords[1])
+
+
+def _outline(bone: VertebraBone, point: np.ndarray, axis: np.ndarray, distance) -> tuple[float, float] | None:
+    """Width and height of the ellipse fitted to the pedicle's outline in the cross-section through
+    ``point``: where rays every OUTLINE_STEP_DEG from its centre leave the bone. Rays that run on into a
+    process (beyond ELLIPSE_OUTLIER times the chords' ellipse) are left out, and so is the whole section
+    when its left-right chord is longer than CHORD_LIMIT times the inscribed diameter at its centre."""
+    section = _section(bone, point, axis)
+    if section is None:
+        return None
+    centre, chord_width, chord_height = section
+    if chord_width > CHORD_LIMIT * -2.0 * float(distance(centre[None])[0]):
+        return None
+    across, upward = _section_axes(axis)
+    angles = np.radians(np.arange(0.0, 360.0, OUTLINE_STEP_DEG))
+    expected = 1.0 / np.hypot(np.cos(angles) / (chord_width / 2), np.sin(angles) / (chord_height / 2))
+    points = []
+    for angle, reach in zip(angles, expected):
+        found = surface_crossing(bone, centre, np.cos(angle) * across + np.sin(angle) * upward,
+                                 ELLIPSE_OUTLIER * reach)
+        if found is not None:
+            points.append((found * np.cos(angle), found * np.sin(angle)))
+    if len(points) < len(angles) // 2:
+        return None
+    x, z = np.array(points).T
+    (a, b, c, d), *_ = np.linalg.lstsq(np.column_stack([x * x, z * z, x, z]), np.ones_like(x), rcond=None)
+    if a <= 0 or b <= 0:
+        return None
+    scale = 1.0 + c * c / (4 * a) + d * d / (4 * b)
+    return 2.0 * float(np.sqrt(scale / a)), 2.0 * float(np.sqrt(scale / b))
+
+
+def _section_axes(axis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Left-right and up-down unit vectors across the pedicle, perpendicular to its ``axis``."""
+    across = np.cross([0.0, 0.0, 1.0], axis)
+    across /= np.linalg.norm(across)
+    return across, np.cross(axis, across)
 
 
 def _chord_ends(bone: VertebraBone, centre: np.ndarray, direction: np.ndarray):
