@@ -9,7 +9,7 @@ import numpy as np
 from recon.anatomy import LABEL_NAMES
 from recon.geometry import Grid
 from recon.phantom.body import build_body
-from recon.phantom.morphometry import TISSUE_HU_RANGES, draw
+from recon.phantom.morphometry import CORTEX_MM, TISSUE_HU_RANGES, draw
 from recon.phantom.pelvis import build_pelvis, draw_pelvis
 from recon.phantom.render import Imaging, apply_imaging, render
 from recon.phantom.shapes import rotation_about
@@ -44,6 +44,8 @@ def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] 
     rng = np.random.default_rng(seed)
     detail_rng = np.random.default_rng((int(seed), 1))  # thorax, bowel content: leaves rng's draws as they were
     tissue = _draw_tissue(rng, contrast)
+    shell_rng = np.random.default_rng((int(seed), 2))  # cortical shells: leaves rng's draws as they were
+    cortex_mm = {bone: draw(shell_rng, span) for bone, span in CORTEX_MM.items()}
     pelvis_params = draw_pelvis(rng)
     tilt_deg = rng.uniform(-1, 1, 3) * np.array([5.0, 5.0, 8.0])
     tilt_deg *= min(1.0, MAX_PATIENT_TILT_DEG / max(np.linalg.norm(tilt_deg), 1e-9))
@@ -51,10 +53,10 @@ def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] 
                 @ rotation_about([1, 0, 0], np.radians(tilt_deg[0])))
     origin = np.array([rng.uniform(-10, 10), rng.uniform(-10, 10), 0.0])
     s1_center, s1_rotation, pelvis_soft, pelvis_bone, pelvis_truth = build_pelvis(
-        pelvis_params, origin, rotation, tissue, rng)
+        pelvis_params, origin, rotation, tissue, rng, cortex_mm=cortex_mm["pelvis"])
     spine_soft, spine_bone, vertebrae = build_spine(rng, s1_center, s1_rotation,
                                                    pelvis_params["lumbar_lordosis_deg"], tissue,
-                                                   detail_rng=detail_rng)
+                                                   cortex_mm=cortex_mm["vertebra"], detail_rng=detail_rng)
     body, table, body_params = build_body(rng, origin, rotation, vertebrae, pelvis_truth["hips"],
                                           pelvis_params["inter_asis_mm"], tissue, detail_rng=detail_rng)
     grid = _grid(rng, size, shape, spacing_mm, vertebrae, pelvis_truth["hips"])
@@ -77,7 +79,7 @@ def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] 
         "generator": {
             "seed": int(seed),
             "options": options,
-            "parameters": {"pelvis": pelvis_params, "tissue_hu": tissue, "body": body_params,
+            "parameters": {"pelvis": pelvis_params, "tissue_hu": tissue, "cortex_mm": cortex_mm, "body": body_params,
                            "patient_tilt_deg": tilt_deg.tolist(), "imaging": imaging.__dict__,
                            "grid": {"shape": list(grid.shape), "spacing_mm": list(grid.spacing_mm),
                                     "origin_lps_mm": list(grid.origin_lps_mm)}},

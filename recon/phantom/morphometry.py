@@ -20,6 +20,10 @@ Sources, as ranges read off their tables (adult, mixed sex):
   Clin Orthop 1988;235:148-165).
 - Hounsfield units: trabecular bone of L1 above about 160 HU healthy and below about 110 HU osteoporotic
   (Pickhardt PJ et al., Ann Intern Med 2013;158(8):588-595); cortical bone 1000-1900 HU.
+- Cortical shells: the vertebral body's shell is 0.2-0.7 mm thick, endplates somewhat thicker (Silva MJ et
+  al., Bone 1994;15(4):409-414; Ritzel H et al., J Bone Miner Res 1997;12(1):89-95). Phantoms draw it
+  0.3-1.2 mm, and the pelvis's 0.5-2 mm, so that bone is not always a bright closed shell: at clinical
+  voxel sizes a thin shell blurs into a rim barely brighter than the cancellous bone inside.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ PELVIS_RANGES = {
     "femoral_cortex_mm": (4, 6),
     "neck_length_mm": (48, 58),
 }
+
+CORTEX_MM = {"vertebra": (0.3, 1.2), "pelvis": (0.5, 2.0)}
 
 TISSUE_HU_RANGES = {
     "air": (-1010, -990),

@@ -25,8 +25,9 @@ def draw_pelvis(rng: np.random.Generator) -> dict[str, float]:
 
 
 def build_pelvis(params: dict, origin: np.ndarray, rotation: np.ndarray, tissue: dict[str, float],
-                 rng: np.random.Generator):
-    """Returns (S1 endplate centre, S1 frame, soft paints, bone paints, truth of hips and landmarks)."""
+                 rng: np.random.Generator, *, cortex_mm: float = 1.5):
+    """Returns (S1 endplate centre, S1 frame, soft paints, bone paints, truth of hips and landmarks);
+    the sacrum and hip bones get a cortical shell ``cortex_mm`` thick."""
 
     def world(local):
         return origin + rotation @ np.asarray(local, float)
@@ -41,7 +42,7 @@ def build_pelvis(params: dict, origin: np.ndarray, rotation: np.ndarray, tissue:
     head_radius = params["femoral_head_diameter_mm"] / 2
     acetabulum_radius = head_radius + params["joint_space_mm"]
     soft, hips, landmarks = [], {}, {}
-    bones = [Paint(sacrum, tissue["cortical"], LABEL_IDS["sacrum"], layers=((1.5, tissue["cancellous"]),))]
+    bones = [Paint(sacrum, tissue["cortical"], LABEL_IDS["sacrum"], layers=((cortex_mm, tissue["cancellous"]),))]
     for side_name, side in SIDES.items():
         center_local = np.array([side * hip_half, 0.0, 0.0])
         asis_local = center_local + np.array([side * 0.14 * width, -0.22 * width, 0.30 * width])
@@ -52,7 +53,7 @@ def build_pelvis(params: dict, origin: np.ndarray, rotation: np.ndarray, tissue:
         hip = Difference(Difference(hip, Sphere(center, acetabulum_radius)), Offset(sacrum, SI_JOINT_GAP_MM))
         femur, cancellous, marrow = _femur(side, params, world, rotation, center_local, head_radius)
         soft.append(Paint(Sphere(center, acetabulum_radius), tissue["cartilage"]))
-        bones += [Paint(hip, tissue["cortical"], LABEL_IDS[f"hip_{side_name}"], layers=((1.5, tissue["cancellous"]),)),
+        bones += [Paint(hip, tissue["cortical"], LABEL_IDS[f"hip_{side_name}"], layers=((cortex_mm, tissue["cancellous"]),)),
                   Paint(femur, tissue["cortical"], LABEL_IDS[f"femur_{side_name}"]),
                   Paint(cancellous, tissue["cancellous"]), Paint(marrow, tissue["marrow"])]
         hips[side_name] = {

@@ -34,9 +34,10 @@ class Vertebra:
 
 
 def build_spine(rng: np.random.Generator, s1_center: np.ndarray, s1_rotation: np.ndarray, lordosis_deg: float,
-                tissue: dict[str, float], *, detail_rng: np.random.Generator | None = None,
+                tissue: dict[str, float], *, cortex_mm: float = 1.0, detail_rng: np.random.Generator | None = None,
                 ) -> tuple[list[Paint], list[Paint], dict]:
-    """Soft-tissue paints (discs, canal), bone paints (vertebrae, ribs), and the truth per vertebra.
+    """Soft-tissue paints (discs, canal), bone paints (vertebrae with a cortical shell ``cortex_mm`` thick,
+    ribs), and the truth per vertebra.
 
     With ``detail_rng``, unlabelled thoracic vertebrae (T10 upwards, each with its pair of ribs) continue the
     spine above T11, drawn from that generator alone so that the labelled anatomy and its truth stay the
@@ -61,7 +62,7 @@ def build_spine(rng: np.random.Generator, s1_center: np.ndarray, s1_rotation: np
         vertebra = _vertebra(level, center, top @ axial, dims, rng)
         soft.append(Paint(_canal(vertebra), tissue["csf"]))
         bone.append(Paint(vertebra.shape, tissue["cortical"], LABEL_IDS[f"vertebrae_{level}"],
-                          layers=((1.0, tissue["cancellous"] + rng.normal(0, 15)),)))
+                          layers=((cortex_mm, tissue["cancellous"] + rng.normal(0, 15)),)))
         if level in ("T11", "T12"):
             bone.extend(_ribs(vertebra, tissue))
         truth[f"vertebrae_{level}"] = vertebra.truth
