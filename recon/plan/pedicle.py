@@ -4,7 +4,8 @@ A first guess comes from the view from above: lateral to the canal, the pedicle 
 canal and outside, and the centres of those runs line up along it. The axis is then the line that keeps
 deepest inside the bone over 12 mm around that guess (the axis of the widest cylinder the pedicle holds),
 found by Nelder-Mead over the line's offset and direction from three starting headings, then straightened
-onto the middles of the pedicle's cross-sections. The isthmus centre is where that line crosses the first
+onto the middles of the pedicle's cross-sections (the centres of the ellipses fitted to their outlines,
+which voxel steps move far less than the middles of single chords). The isthmus centre is where that line crosses the first
 guess's level (mid-pedicle); its width and height are those of the ellipse fitted to the pedicle's outline
 in each cross-section (rays every 10 degrees, each to a twentieth of a millimetre), the median over 6 mm of
 the line: a fit over the whole outline averages out the voxel steps that make single chords ragged.
@@ -60,7 +61,7 @@ def find_pedicle(bone: VertebraBone, side: float) -> Pedicle:
     """The pedicle on ``side`` (+1 left, -1 right) of the vertebra."""
     start, first_axis = _first_axis(bone, side)
     distance = bone.distance_field(start - FIELD_HALF_MM, start + FIELD_HALF_MM)
-    point, axis = _centre_line(bone, *_widest_corridor(distance, start, first_axis))
+    point, axis = _centre_line(bone, *_widest_corridor(distance, start, first_axis), distance)
     if axis[1] > -MIN_FORWARD or abs(axis[2]) > MAX_TILT:
         raise VertebraError("no pedicle found (the bone beside the canal does not lead into the body)")
     isthmus = point + ((start - point) @ axis) * axis  # level with the first guess, mid-pedicle
@@ -71,26 +72,35 @@ def find_pedicle(bone: VertebraBone, side: float) -> Pedicle:
     outlines = [_outline(bone, isthmus + t * axis, axis, distance) for t in along]
     outlines = [outline for outline in outlines if outline]
     if outlines:
-        width = float(np.median([outline[0] for outline in outlines]))
-        height = float(np.median([outline[1] for outline in outlines]))
+        width = float(np.median([outline[1] for outline in outlines]))
+        height = float(np.median([outline[2] for outline in outlines]))
     else:  # every chord runs on into a process: the widest inscribed cylinder is the measure
         width = height = inscribed
     return Pedicle(isthmus, axis, width, height, _length_behind(bone, isthmus, axis, width))
 
 
-def _centre_line(bone: VertebraBone, point: np.ndarray, axis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _centre_line(bone: VertebraBone, point: np.ndarray, axis: np.ndarray, distance) -> tuple[np.ndarray, np.ndarray]:
     """Straighten the corridor onto the pedicle's centre line: the line through the middles of its
-    cross-sections (which the deepest corridor leaves loose up and down in a pedicle taller than wide)."""
+    cross-sections (which the deepest corridor leaves loose up and down in a pedicle taller than wide), each
+    the centre of the ellipse fitted to its outline, or of its chords where it runs into a process."""
     for _ in range(CENTRE_ROUNDS):
-        sections = [_section(bone, point + t * axis, axis)
-                    for t in np.arange(-CENTRE_HALF_MM, CENTRE_HALF_MM + 1e-9, DEPTH_STEP_MM)]
-        centres = np.array([section[0] for section in sections if section])
-        if len(centres) < len(sections) // 2:
+        centres = [_middle(bone, point + t * axis, axis, distance)
+                   for t in np.arange(-CENTRE_HALF_MM, CENTRE_HALF_MM + 1e-9, DEPTH_STEP_MM)]
+        found = np.array([centre for centre in centres if centre is not None])
+        if len(found) < len(centres) // 2:
             break
-        point = centres.mean(axis=0)
-        direction = np.linalg.svd(centres - point, full_matrices=False)[2][0]
+        point = found.mean(axis=0)
+        direction = np.linalg.svd(found - point, full_matrices=False)[2][0]
         axis = direction if direction @ axis >= 0 else -direction
     return point, axis
+
+
+def _middle(bone: VertebraBone, point: np.ndarray, axis: np.ndarray, distance) -> np.ndarray | None:
+    outline = _outline(bone, point, axis, distance)
+    if outline is not None:
+        return outline[0]
+    section = _section(bone, point, axis)
+    return None if section is None else section[0]
 
 
 def _widest_corridor(distance, start: np.ndarray, first_axis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -202,8 +212,8 @@ def _section(bone: VertebraBone, point: np.ndarray, axis: np.ndarray):
     return centre, sum(chords[0]), sum(chords[1])
 
 
-def _outline(bone: VertebraBone, point: np.ndarray, axis: np.ndarray, distance) -> tuple[float, float] | None:
-    """Width and height of the ellipse fitted to the pedicle's outline in the cross-section through
+def _outline(bone: VertebraBone, point: np.ndarray, axis: np.ndarray, distance):
+    """Centre, width and height of the ellipse fitted to the pedicle's outline in the cross-section through
     ``point``: where rays every OUTLINE_STEP_DEG from its centre leave the bone. Rays that run on into a
     process (beyond ELLIPSE_OUTLIER times the chords' ellipse) are left out, and so is the whole section
     when its left-right chord is longer than CHORD_LIMIT times the inscribed diameter at its centre."""
@@ -229,7 +239,8 @@ def _outline(bone: VertebraBone, point: np.ndarray, axis: np.ndarray, distance) 
     if a <= 0 or b <= 0:
         return None
     scale = 1.0 + c * c / (4 * a) + d * d / (4 * b)
-    return 2.0 * float(np.sqrt(scale / a)), 2.0 * float(np.sqrt(scale / b))
+    middle = centre - c / (2 * a) * across - d / (2 * b) * upward
+    return middle, 2.0 * float(np.sqrt(scale / a)), 2.0 * float(np.sqrt(scale / b))
 
 
 def _section_axes(axis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
