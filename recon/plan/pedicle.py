@@ -27,6 +27,7 @@ CENTRING_ROUNDS = 2
 DEPTH_STEP_MM = 0.75
 ISTHMUS_HALF_MM = 3.0  # the isthmus width is the median over this much on either side of its middle
 CHORD_STEP_MM = 0.05
+COARSE_STEPS = 5  # surfaces are first bracketed every this many chord steps
 MIN_CANAL_HALF_MM = 4.0  # the canal is wider than 8 mm where pedicles flank it
 CORRIDOR_HALF_MM = 6.0  # the stretch of the line, either side of the first guess, kept deep in bone
 FIELD_HALF_MM = 20.0
@@ -147,15 +148,38 @@ def _length_behind(bone: VertebraBone, isthmus: np.ndarray, axis: np.ndarray, wi
 def surface_crossing(bone: VertebraBone, start_local: np.ndarray, direction: np.ndarray, reach_mm: float) -> float | None:
     """Distance from ``start_local`` (inside bone) along ``direction`` to where the bone surface is first
     crossed, to within CHORD_STEP_MM by linear interpolation; None when the bone lasts beyond ``reach_mm``."""
-    steps = np.arange(0.0, reach_mm, CHORD_STEP_MM)
-    values = bone.occupancy_at(start_local + steps[:, None] * direction) - 0.5
-    out = np.flatnonzero(values < 0)
-    if not out.size:
-        return None
-    i = out[0]
-    if i == 0:
-        return 0.0
-    return float(steps[i - 1] + CHORD_STEP_MM * values[i - 1] / (values[i - 1] - values[i]))
+    found = surface_crossings(bone, start_local, np.asarray(direction)[None], np.array([reach_mm]))[0]
+    return None if np.isnan(found) else float(found)
+
+
+def surface_crossings(bone: VertebraBone, start_local: np.ndarray, directions: np.ndarray,
+                      reaches_mm: np.ndarray) -> np.ndarray:
+    """``surface_crossing`` along each of ``directions`` (N, 3) with its own reach, sampled together (every
+    COARSE_STEPS chord steps, then finely in the step where the surface lies): the distances, NaN where the
+    bone lasts beyond the reach."""
+    coarse = COARSE_STEPS * CHORD_STEP_MM
+    steps = np.arange(0.0, float(np.max(reaches_mm)), coarse)
+    outside = _outside(bone, start_local, directions, steps, reaches_mm) < 0
+    crossed = outside.any(axis=1)
+    first = np.argmax(outside, axis=1)
+    found = np.where(crossed, 0.0, np.nan)
+    rays = np.flatnonzero(crossed & (first > 0))
+    if rays.size:
+        fine = steps[first[rays] - 1][:, None] + CHORD_STEP_MM * np.arange(COARSE_STEPS + 1)
+        values = bone.occupancy_at(start_local + fine[..., None] * directions[rays, None, :]) - 0.5
+        after = np.argmax(values < 0, axis=1)  # the coarse step's end is outside, so there is one
+        index = np.arange(rays.size)
+        inside_value, outside_value = values[index, after - 1], values[index, after]
+        found[rays] = fine[index, after - 1] + CHORD_STEP_MM * inside_value / (inside_value - outside_value)
+    return found
+
+
+def _outside(bone: VertebraBone, start_local: np.ndarray, directions: np.ndarray, steps: np.ndarray,
+             reaches_mm: np.ndarray) -> np.ndarray:
+    """Bone fraction less 0.5 at ``steps`` along each direction; 0.5 (inside) beyond a direction's reach."""
+    values = bone.occupancy_at(start_local + steps[None, :, None] * directions[:, None, :]) - 0.5
+    values[steps[None, :] >= np.asarray(reaches_mm)[:, None]] = 0.5
+    return values
 
 
 def _first_axis(bone: VertebraBone, side: float) -> tuple[np.ndarray, np.ndarray]:
@@ -197,19 +221,18 @@ def _section(bone: VertebraBone, point: np.ndarray, axis: np.ndarray):
     is moved to the middle of its left-right chord and of its up-down chord, twice. Returns (centre,
     width, height), or None when the point is not in bone or a chord does not end within the window."""
     across, upward = _section_axes(axis)
+    directions = np.array([across, -across, upward, -upward])
+    reaches = np.full(len(directions), SECTION_HALF_MM)
     centre = point
-    for _ in range(CENTRING_ROUNDS):
-        if bone.occupancy_at(centre) < 0.5:
+    for centring in range(CENTRING_ROUNDS + 1):
+        if centring < CENTRING_ROUNDS and bone.occupancy_at(centre) < 0.5:
             return None
-        chords = [_chord_ends(bone, centre, direction) for direction in (across, upward)]
-        if None in chords:
+        ends = surface_crossings(bone, centre, directions, reaches)
+        if np.isnan(ends).any():
             return None
-        (a_ahead, a_behind), (u_ahead, u_behind) = chords
-        centre = centre + (a_ahead - a_behind) / 2 * across + (u_ahead - u_behind) / 2 * upward
-    chords = [_chord_ends(bone, centre, direction) for direction in (across, upward)]
-    if None in chords:
-        return None
-    return centre, sum(chords[0]), sum(chords[1])
+        if centring == CENTRING_ROUNDS:
+            return centre, float(ends[0] + ends[1]), float(ends[2] + ends[3])
+        centre = centre + (ends[0] - ends[1]) / 2 * across + (ends[2] - ends[3]) / 2 * upward
 
 
 def _outline(bone: VertebraBone, point: np.ndarray, axis: np.ndarray, distance):
@@ -226,15 +249,12 @@ def _outline(bone: VertebraBone, point: np.ndarray, axis: np.ndarray, distance):
     across, upward = _section_axes(axis)
     angles = np.radians(np.arange(0.0, 360.0, OUTLINE_STEP_DEG))
     expected = 1.0 / np.hypot(np.cos(angles) / (chord_width / 2), np.sin(angles) / (chord_height / 2))
-    points = []
-    for angle, reach in zip(angles, expected):
-        found = surface_crossing(bone, centre, np.cos(angle) * across + np.sin(angle) * upward,
-                                 ELLIPSE_OUTLIER * reach)
-        if found is not None:
-            points.append((found * np.cos(angle), found * np.sin(angle)))
-    if len(points) < len(angles) // 2:
+    directions = np.cos(angles)[:, None] * across + np.sin(angles)[:, None] * upward
+    reach = surface_crossings(bone, centre, directions, ELLIPSE_OUTLIER * expected)
+    kept = ~np.isnan(reach)
+    if kept.sum() < len(angles) // 2:
         return None
-    x, z = np.array(points).T
+    x, z = reach[kept] * np.cos(angles[kept]), reach[kept] * np.sin(angles[kept])
     (a, b, c, d), *_ = np.linalg.lstsq(np.column_stack([x * x, z * z, x, z]), np.ones_like(x), rcond=None)
     if a <= 0 or b <= 0:
         return None
@@ -248,11 +268,3 @@ def _section_axes(axis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     across = np.cross([0.0, 0.0, 1.0], axis)
     across /= np.linalg.norm(across)
     return across, np.cross(axis, across)
-
-
-def _chord_ends(bone: VertebraBone, centre: np.ndarray, direction: np.ndarray):
-    ahead = surface_crossing(bone, centre, direction, SECTION_HALF_MM)
-    behind = surface_crossing(bone, centre, -direction, SECTION_HALF_MM)
-    if ahead is None or behind is None:
-        return None
-    return ahead, behind
