@@ -11,28 +11,28 @@ SLACK = 0.02  # Dice may move this much with library versions before a change co
 
 # measured with models/bone3mm when it was trained (see its model.json)
 PINNED_TOTALSEG = {
-    "femur_left": 0.0579,
-    "femur_right": 0.5785,
-    "hip_left": 0.2068,
-    "hip_right": 0.4505,
-    "sacrum": 0.2436,
-    "vertebrae_L2": 0.2599,
-    "vertebrae_L3": 0.329,
-    "vertebrae_L4": 0.445,
-    "vertebrae_L5": 0.3799,
+    "femur_left": 0.0661,
+    "femur_right": 0.6032,
+    "hip_left": 0.1736,
+    "hip_right": 0.4847,
+    "sacrum": 0.0943,
+    "vertebrae_L2": 0.3369,
+    "vertebrae_L3": 0.4284,
+    "vertebrae_L4": 0.4052,
+    "vertebrae_L5": 0.2634,
 }
-PINNED_NAMED_RIGHT = ("vertebrae_L4", "vertebrae_L5")  # the levels named right on the real CT
+PINNED_NAMED_RIGHT = ("vertebrae_L3", "vertebrae_L4", "vertebrae_L5")  # the levels named right on the real CT
 # real/tptbox-l3: L3 Dice measured 0.0, so there is nothing to pin yet (see model.json)
 PINNED_PHANTOM_WORST = {
-    "vertebrae_L2": 0.4688,
-    "vertebrae_L3": 0.6467,
-    "vertebrae_L4": 0.6373,
-    "vertebrae_L5": 0.6822,
-    "sacrum": 0.8515,
-    "hip_left": 0.8861,
-    "hip_right": 0.8612,
-    "femur_left": 0.9183,
-    "femur_right": 0.9244,
+    "vertebrae_L2": 0.1773,
+    "vertebrae_L3": 0.3929,
+    "vertebrae_L4": 0.6017,
+    "vertebrae_L5": 0.6144,
+    "sacrum": 0.8709,
+    "hip_left": 0.8435,
+    "hip_right": 0.8618,
+    "femur_left": 0.904,
+    "femur_right": 0.9147,
 }
 
 
