@@ -5,10 +5,11 @@ canal and outside, and the centres of those runs line up along it. The axis is t
 deepest inside the bone over 12 mm around that guess (the axis of the widest cylinder the pedicle holds),
 found by Nelder-Mead over the line's offset and direction from three starting headings, then straightened
 onto the middles of the pedicle's cross-sections (the centres of the ellipses fitted to their outlines,
-which voxel steps move far less than the middles of single chords). The isthmus centre is where that line crosses the first
-guess's level (mid-pedicle); its width and height are those of the ellipse fitted to the pedicle's outline
-in each cross-section (rays every 10 degrees, each to a twentieth of a millimetre), the median over 6 mm of
-the line: a fit over the whole outline averages out the voxel steps that make single chords ragged.
+which voxel steps move far less than the middles of single chords). The isthmus centre is where that line
+crosses the first guess's level (mid-pedicle); its width and height are those of the ellipse fitted to the
+pedicle's outline in each cross-section (rays every 10 degrees, each to a twentieth of a millimetre), the
+median over 6 mm of the line: a fit over the whole outline averages out the voxel steps that make single
+chords ragged.
 A cross-section whose left-right chord is longer than 1.5 times the diameter of the widest cylinder that
 fits at its centre has run on into a process and is left out; where all are, that diameter is the width.
 """
@@ -97,6 +98,7 @@ def _centre_line(bone: VertebraBone, point: np.ndarray, axis: np.ndarray, distan
 
 
 def _middle(bone: VertebraBone, point: np.ndarray, axis: np.ndarray, distance) -> np.ndarray | None:
+    """The cross-section's centre: its fitted ellipse's, or its chords' where it runs into a process."""
     outline = _outline(bone, point, axis, distance)
     if outline is not None:
         return outline[0]
