@@ -71,7 +71,7 @@ def find_pedicle(bone: VertebraBone, side: float) -> Pedicle:
     inscribed = -2.0 * float(distance(isthmus[None])[0])
     if inscribed <= 0:
         raise VertebraError("no pedicle found (the corridor leaves the bone)")
-    outlines = [_outline(bone, isthmus + t * axis, axis, distance) for t in along]
+    outlines = [_outline(bone, _section(bone, isthmus + t * axis, axis), axis, distance) for t in along]
     outlines = [outline for outline in outlines if outline]
     if outlines:
         width = float(np.median([outline[1] for outline in outlines]))
@@ -99,10 +99,10 @@ def _centre_line(bone: VertebraBone, point: np.ndarray, axis: np.ndarray, distan
 
 def _middle(bone: VertebraBone, point: np.ndarray, axis: np.ndarray, distance) -> np.ndarray | None:
     """The cross-section's centre: its fitted ellipse's, or its chords' where it runs into a process."""
-    outline = _outline(bone, point, axis, distance)
+    section = _section(bone, point, axis)
+    outline = _outline(bone, section, axis, distance)
     if outline is not None:
         return outline[0]
-    section = _section(bone, point, axis)
     return None if section is None else section[0]
 
 
@@ -237,12 +237,12 @@ def _section(bone: VertebraBone, point: np.ndarray, axis: np.ndarray):
         centre = centre + (ends[0] - ends[1]) / 2 * across + (ends[2] - ends[3]) / 2 * upward
 
 
-def _outline(bone: VertebraBone, point: np.ndarray, axis: np.ndarray, distance):
-    """Centre, width and height of the ellipse fitted to the pedicle's outline in the cross-section through
-    ``point``: where rays every OUTLINE_STEP_DEG from its centre leave the bone. Rays that run on into a
-    process (beyond ELLIPSE_OUTLIER times the chords' ellipse) are left out, and so is the whole section
-    when its left-right chord is longer than CHORD_LIMIT times the inscribed diameter at its centre."""
-    section = _section(bone, point, axis)
+def _outline(bone: VertebraBone, section, axis: np.ndarray, distance):
+    """Centre, width and height of the ellipse fitted to the pedicle's outline in ``section`` (as
+    ``_section`` returns it, or None): where rays every OUTLINE_STEP_DEG from its centre leave the bone. Rays
+    that run on into a process (beyond ELLIPSE_OUTLIER times the chords' ellipse) are left out, and so is the
+    whole section when its left-right chord is longer than CHORD_LIMIT times the inscribed diameter at its
+    centre."""
     if section is None:
         return None
     centre, chord_width, chord_height = section
