@@ -166,6 +166,21 @@ def test_the_random_hu_curve_changes_contrast_but_never_the_order_of_tissues():
         assert np.all(np.diff(_random_curve(hu, jitter, np.random.default_rng(seed))) >= 0)
 
 
+def test_each_bone_gets_its_own_marrow_offset_and_the_rest_of_the_image_is_untouched():
+    from recon.segmentation.train import _marrow_variation
+
+    augment = {**default_config()["augment"], "bone_heterogeneity_hu": [0.0, 0.0]}
+    target = np.zeros((40, 40, 40), np.uint8)
+    target[5:15, 5:15, 5:15], target[25:35, 25:35, 25:35] = 3, 8
+    hu = np.full(target.shape, 200.0, np.float32)
+    changed = _marrow_variation(hu, target, augment, np.random.default_rng(1)) - hu
+    first, second = changed[10, 10, 10], changed[30, 30, 30]
+    low, high = augment["bone_offset_hu"]
+    assert low <= first <= high and low <= second <= high and abs(first - second) > 1.0
+    assert np.allclose(changed[8:12, 8:12, 8:12], first, atol=0.01 * abs(first))
+    assert np.all(changed[20, :, :] == 0) and changed[0, 0, 0] == 0
+
+
 def test_training_crops_have_the_patch_size_and_no_label_outside_a_truncated_field_of_view():
     from recon.segmentation.train import training_crop
 

@@ -165,6 +165,8 @@ def training_crop(hu: np.ndarray, labels: np.ndarray, config: dict, rng: np.rand
         image = ndimage.zoom(image, factors, order=1, grid_mode=True, mode="nearest")
         target = ndimage.zoom(target, factors, order=0, grid_mode=True, mode="nearest")
         image, target = _fit(image, size, -1024.0), _fit(target, size, 0)
+    if "bone_offset_hu" in augment:
+        image = _marrow_variation(image, target, augment, rng)
     image = _augment_intensity(image, augment, rng)
     target = _truncate_field_of_view(image, target, augment, rng)
     return normalise(image, config["intensity"]), target.astype(np.int64)
@@ -181,6 +183,24 @@ def _window(array: np.ndarray, start: np.ndarray, size: np.ndarray, fill) -> np.
     target = tuple(slice(src.start - s, src.stop - s) for src, s in zip(source, start))
     out[target] = array[source]
     return out
+
+
+def _marrow_variation(hu: np.ndarray, target: np.ndarray, augment: dict, rng: np.random.Generator) -> np.ndarray:
+    """Each bone its own marrow, as SynthSeg draws each label's intensity on its own: a random offset per
+    bone (fatty marrow darkens a whole sacrum, sclerosis brightens a vertebra) plus band-limited
+    heterogeneity inside bone (islands of fat and red marrow). The change is blurred across the label's edge
+    so that no intensity step marks where a label ends."""
+    present = np.unique(target)
+    present = present[present > 0]
+    if present.size == 0:
+        return hu
+    offsets = np.zeros(int(present.max()) + 1, np.float32)
+    offsets[present] = rng.uniform(*augment["bone_offset_hu"], present.size)
+    islands = ndimage.gaussian_filter(rng.standard_normal(hu.shape, dtype=np.float32),
+                                      rng.uniform(*augment["bone_grain_voxels"]))
+    islands *= np.float32(rng.uniform(*augment["bone_heterogeneity_hu"]) / max(float(islands.std()), 1e-6))
+    change = np.where(target > 0, offsets[target] + islands, 0).astype(np.float32)
+    return hu + ndimage.gaussian_filter(change, 1.0)
 
 
 def _augment_intensity(hu: np.ndarray, augment: dict, rng: np.random.Generator) -> np.ndarray:
