@@ -137,8 +137,8 @@ def test_real_lumbar_spine_at_3_mm_holds_its_measured_figures():
     plan = plan_spine(labels)
     lumbar = [s for s in plan.screws if s.level.startswith("L")]
     planned = [s for s in lumbar if s.status == "planned"]
-    # measured 2026-11-22: 8 of 10 lumbar screws planned (L4 refused), all 8 grade A
-    assert len(planned) >= 8
+    # measured 2026-11-22: all 10 lumbar screws planned, 8 grade A, L4 left and L5 right grade B
+    assert len(planned) == 10
     assert all(s.grade in ("A", "B") for s in planned)
     assert sum(s.grade == "A" for s in planned) >= 8
     sliver = [s for s in plan.screws if s.vertebra == "vertebrae_T11"]

@@ -3,7 +3,8 @@
 A first guess comes from the view from above: lateral to the canal, the pedicle is the bony run between
 canal and outside, and the centres of those runs line up along it. The axis is then the line that keeps
 deepest inside the bone over 12 mm around that guess (the axis of the widest cylinder the pedicle holds),
-found by Nelder-Mead over the line's offset and direction from three starting headings, then straightened
+and that is still in bone 8-20 mm ahead (a pedicle leads into the body; at 3 mm the pedicle and the
+transverse process can merge into one slab whose deepest line runs sideways), found by Nelder-Mead over the line's offset and direction from three starting headings, then straightened
 onto the middles of the pedicle's cross-sections (the centres of the ellipses fitted to their outlines,
 which voxel steps move far less than the middles of single chords). The isthmus centre is where that line
 crosses the first guess's level (mid-pedicle); its width and height are those of the ellipse fitted to the
@@ -32,6 +33,7 @@ COARSE_STEPS = 5  # surfaces are first bracketed every this many chord steps
 MIN_CANAL_HALF_MM = 4.0  # the canal is wider than 8 mm where pedicles flank it
 CORRIDOR_HALF_MM = 6.0  # the stretch of the line, either side of the first guess, kept deep in bone
 FIELD_HALF_MM = 20.0
+AHEAD_MM = (8.0, 20.0)  # a pedicle leads into the body: this far ahead of the first guess, the line is in bone
 MAX_SHIFT_MM = 6.0  # how far the corridor may move from the first guess before it pays
 FIRST_YAWS_DEG = (-15.0, 0.0, 15.0)
 CENTRE_HALF_MM = 6.0
@@ -114,6 +116,7 @@ def _widest_corridor(distance, start: np.ndarray, first_axis: np.ndarray) -> tup
     across /= np.linalg.norm(across)
     upward = np.cross(across, first_axis)
     depths = np.linspace(-CORRIDOR_HALF_MM, CORRIDOR_HALF_MM, 25)
+    ahead = np.linspace(*AHEAD_MM, 7)
 
     def line(parameters):
         u, v, yaw, pitch = parameters
@@ -123,7 +126,9 @@ def _widest_corridor(distance, start: np.ndarray, first_axis: np.ndarray) -> tup
     def cost(parameters):
         point, direction = line(parameters)
         shift = np.hypot(parameters[0], parameters[1])
-        return float(distance(point + depths[:, None] * direction).max() + max(0.0, shift - MAX_SHIFT_MM))
+        outside_ahead = max(0.0, float(distance(point + ahead[:, None] * direction).max()))
+        return float(distance(point + depths[:, None] * direction).max() + max(0.0, shift - MAX_SHIFT_MM)
+                     + outside_ahead)
 
     simplex_steps = np.diag([2.0, 2.0, np.radians(8), np.radians(8)])
     results = []
