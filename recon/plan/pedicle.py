@@ -4,9 +4,10 @@ A first guess comes from the view from above: lateral to the canal, the pedicle 
 canal and outside, and the centres of those runs line up along it. The axis is then the line that keeps
 deepest inside the bone over 12 mm around that guess (the axis of the widest cylinder the pedicle holds),
 and that is still in bone 8-20 mm ahead (a pedicle leads into the body; at 3 mm the pedicle and the
-transverse process can merge into one slab whose deepest line runs sideways), found by Nelder-Mead over the line's offset and direction from three starting headings, then straightened
-onto the middles of the pedicle's cross-sections (the centres of the ellipses fitted to their outlines,
-which voxel steps move far less than the middles of single chords). The isthmus centre is where that line
+transverse process can merge into one slab whose deepest line runs sideways), found by Nelder-Mead over
+the line's offset and direction from three starting headings, then straightened onto the middles of the
+pedicle's cross-sections (the centres of the ellipses fitted to their outlines, which voxel steps move far
+less than the middles of single chords). The isthmus centre is where that line
 crosses the first guess's level (mid-pedicle); its width and height are those of the ellipse fitted to the
 pedicle's outline in each cross-section (rays every 10 degrees, each to a twentieth of a millimetre), the
 median over 6 mm of the line: a fit over the whole outline averages out the voxel steps that make single
@@ -110,8 +111,8 @@ def _middle(bone: VertebraBone, point: np.ndarray, axis: np.ndarray, distance) -
 
 def _widest_corridor(distance, start: np.ndarray, first_axis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The line near the first guess whose CORRIDOR_HALF_MM either side of the guess's plane stays deepest
-    inside the bone: the axis of the widest screw the pedicle holds. Returns a point on it and its unit
-    direction (into the body)."""
+    inside the bone, and whose stretch AHEAD_MM further on is in bone: the axis of the widest screw the pedicle
+    holds. Returns a point on it and its unit direction (into the body)."""
     across = np.cross(first_axis, [0.0, 0.0, 1.0])
     across /= np.linalg.norm(across)
     upward = np.cross(across, first_axis)
