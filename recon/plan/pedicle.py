@@ -7,11 +7,10 @@ and that is still in bone 8-20 mm ahead (a pedicle leads into the body; at 3 mm 
 transverse process can merge into one slab whose deepest line runs sideways), found by Nelder-Mead over
 the line's offset and direction from three starting headings, then straightened onto the middles of the
 pedicle's cross-sections (the centres of the ellipses fitted to their outlines, which voxel steps move far
-less than the middles of single chords). The isthmus centre is where that line
-crosses the first guess's level (mid-pedicle); its width and height are those of the ellipse fitted to the
-pedicle's outline in each cross-section (rays every 10 degrees, each to a twentieth of a millimetre), the
-median over 6 mm of the line: a fit over the whole outline averages out the voxel steps that make single
-chords ragged.
+less than the middles of single chords). The isthmus centre is where that line crosses the first guess's
+level (mid-pedicle); its width and height are those of the ellipse fitted to the pedicle's outline in each
+cross-section (rays every 10 degrees, each to a twentieth of a millimetre), the median over 6 mm of the
+line: a fit over the whole outline averages out the voxel steps that make single chords ragged.
 A cross-section whose left-right chord is longer than 1.5 times the diameter of the widest cylinder that
 fits at its centre has run on into a process and is left out; where all are, that diameter is the width.
 """
@@ -153,7 +152,8 @@ def _length_behind(bone: VertebraBone, isthmus: np.ndarray, axis: np.ndarray, wi
     return MAX_BEHIND_MM
 
 
-def surface_crossing(bone: VertebraBone, start_local: np.ndarray, direction: np.ndarray, reach_mm: float) -> float | None:
+def surface_crossing(bone: VertebraBone, start_local: np.ndarray, direction: np.ndarray,
+                     reach_mm: float) -> float | None:
     """Distance from ``start_local`` (inside bone) along ``direction`` to where the bone surface is first
     crossed, to within CHORD_STEP_MM by linear interpolation; None when the bone lasts beyond ``reach_mm``."""
     found = surface_crossings(bone, start_local, np.asarray(direction)[None], np.array([reach_mm]))[0]
@@ -167,7 +167,7 @@ def surface_crossings(bone: VertebraBone, start_local: np.ndarray, directions: n
     bone lasts beyond the reach."""
     coarse = COARSE_STEPS * CHORD_STEP_MM
     steps = np.arange(0.0, float(np.max(reaches_mm)), coarse)
-    outside = _outside(bone, start_local, directions, steps, reaches_mm) < 0
+    outside = _outside(bone, start_local, directions, steps, reaches_mm)
     crossed = outside.any(axis=1)
     first = np.argmax(outside, axis=1)
     found = np.where(crossed, 0.0, np.nan)
@@ -184,10 +184,9 @@ def surface_crossings(bone: VertebraBone, start_local: np.ndarray, directions: n
 
 def _outside(bone: VertebraBone, start_local: np.ndarray, directions: np.ndarray, steps: np.ndarray,
              reaches_mm: np.ndarray) -> np.ndarray:
-    """Bone fraction less 0.5 at ``steps`` along each direction; 0.5 (inside) beyond a direction's reach."""
-    values = bone.occupancy_at(start_local + steps[None, :, None] * directions[:, None, :]) - 0.5
-    values[steps[None, :] >= np.asarray(reaches_mm)[:, None]] = 0.5
-    return values
+    """Whether each of ``steps`` along each direction is outside the bone (never beyond the direction's reach)."""
+    outside = bone.occupancy_at(start_local + steps[None, :, None] * directions[:, None, :]) < 0.5
+    return outside & (steps[None, :] < np.asarray(reaches_mm)[:, None])
 
 
 def _first_axis(bone: VertebraBone, side: float) -> tuple[np.ndarray, np.ndarray]:
