@@ -3,8 +3,9 @@
 Per vertebra and side: the vertebra's own frame (``recon.plan.vertebra``), the pedicle's isthmus and axis
 (``recon.plan.pedicle``), a trajectory along that axis through the isthmus centre, entering where the
 axis leaves the posterior cortex; the catalogue's largest diameter within ``diameter_fraction`` of the
-isthmus width and its longest length that keeps the tip ``tip_margin_mm`` behind the far cortex; then the
-safety figures (``recon.plan.safety``). Two screws of one level that would touch are shortened together.
+isthmus width (or, where that screw would breach the cortex, the largest thinner one that stays in bone) and
+its longest length that keeps the tip ``tip_margin_mm`` behind the far cortex; then the safety figures
+(``recon.plan.safety``). Two screws of one level that would touch are shortened together.
 """
 
 from __future__ import annotations
@@ -113,6 +114,10 @@ def plan_spine(labels: LabelMap, *, ct: Volume | None = None, catalogue: ScrewCa
         screws += level_screws
     warnings += _collisions(screws)
     for screw in screws:
+        rule = catalogue.largest_diameter(diameter_fraction * (screw.isthmus_width_mm or 0.0))
+        if screw.status == "planned" and screw.diameter_mm < rule:
+            warnings.append(f"{screw.title}: {screw.diameter_mm:g} mm rather than the {rule:g} mm that the isthmus "
+                            "width allows, to stay in bone along the trajectory")
         if screw.status == "planned" and screw.grade != "A":
             warnings.insert(0, f"{screw.title}: grade {screw.grade} breach of {screw.breach_mm:.1f} mm "
                                f"({screw.breach_direction}); review before use")
@@ -229,14 +234,32 @@ def _plan_side(bone: VertebraBone, level: str, side: str, catalogue: ScrewCatalo
     entry = pedicle.isthmus_local_mm - behind * pedicle.axis_local
     far = entry + (behind + ahead) * pedicle.axis_local
     distance = bone.distance_field(np.minimum(entry, far) - FIELD_MARGIN_MM, np.maximum(entry, far) + FIELD_MARGIN_MM)
-    length = _longest_inside(distance, catalogue, entry, pedicle.axis_local, behind + ahead - margin, diameter)
-    if length is None:
+    trajectory = _Trajectory(pedicle, entry, max(0.0, behind - pedicle.behind_isthmus_mm), distance)
+    screw = _fitting_screw(bone, level, side, trajectory, catalogue, diameter, behind + ahead - margin)
+    if screw is None:
         return Screw(level, side, "not_plannable",
                      f"no catalogue length fits: {behind + ahead:.0f} mm of bone along the trajectory, a "
                      f"{margin:g} mm tip margin, and the whole tip inside the bone",
                      isthmus_width_mm=width), None
-    trajectory = _Trajectory(pedicle, entry, max(0.0, behind - pedicle.behind_isthmus_mm), distance)
-    return _screw(bone, level, side, trajectory, diameter, length), trajectory
+    return screw, trajectory
+
+
+def _fitting_screw(bone: VertebraBone, level: str, side: str, trajectory: _Trajectory, catalogue: ScrewCatalogue,
+                   diameter: float, limit_mm: float) -> Screw | None:
+    """The screw of the rule's ``diameter``; where it would breach the cortex, the largest thinner catalogue
+    screw that stays in bone (a surgeon downsizes rather than breach), or failing that the one that breaches
+    least. None when no length fits."""
+    candidates = []
+    for size in sorted((d for d in catalogue.diameters_mm if d <= diameter), reverse=True):
+        length = _longest_inside(trajectory.distance, catalogue, trajectory.entry_local,
+                                 trajectory.pedicle.axis_local, limit_mm, size)
+        if length is None:
+            continue
+        screw = _screw(bone, level, side, trajectory, size, length)
+        if screw.grade == "A":
+            return screw
+        candidates.append(screw)
+    return min(candidates, key=lambda screw: screw.breach_mm, default=None)
 
 
 def _longest_inside(distance: DistanceField, catalogue: ScrewCatalogue, entry: np.ndarray, axis: np.ndarray,
