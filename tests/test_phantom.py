@@ -10,6 +10,7 @@ from recon.anatomy import LABEL_IDS
 from recon.io.labels import read_label_map
 from recon.io.loading import load_ct
 from recon.phantom import make_phantom
+from recon.phantom.generate import OTHER_BONE, OTHER_BONE_ID
 from recon.phantom.synth import synthesize
 
 SEEDS = (1, 2, 3)
@@ -147,3 +148,10 @@ def test_the_spine_runs_on_above_t11_as_unlabelled_vertebrae_with_ribs():
     hu = phantom.ct.hu[tuple(index[inside].T)]
     assert np.mean(hu > 150) > 0.5  # vertebral bodies (discs between them)
     assert not np.any(phantom.labels.labels[tuple(index[inside].T)])
+    # for training they can carry a class of their own; nothing else changes
+    labelled = make_phantom(4, shape=(80, 80, 200), spacing_mm=(3.0, 3.0, 3.0), label_other_bone=True)
+    other = labelled.labels.labels == OTHER_BONE_ID
+    assert np.array_equal(labelled.ct.hu, phantom.ct.hu) and labelled.labels.names[OTHER_BONE_ID] == OTHER_BONE
+    assert np.array_equal(np.where(other, 0, labelled.labels.labels), phantom.labels.labels)
+    assert np.mean(other[tuple(index[inside].T)][hu > 150]) > 0.6  # bodies, not their blurred edges
+    assert np.median(phantom.ct.hu[other]) > 150

@@ -12,10 +12,11 @@ from recon.anatomy import BONES, LABEL_IDS
 from recon.errors import InputError
 from recon.geometry import Grid
 from recon.phantom import make_phantom
+from recon.phantom.generate import OTHER_BONE
 from recon.segmentation.levels import assign_levels
 from recon.segmentation.model import build_network, load_model, save_model
 from recon.segmentation.sources import existing_labels
-from recon.segmentation.train import LABELS, default_config, train
+from recon.segmentation.train import LABELS, default_config, labels_for, train
 from recon.volume import Volume
 from tests.conftest import shared_path
 
@@ -100,6 +101,32 @@ def test_segment_returns_labels_on_the_input_grid_whatever_its_orientation(tmp_p
     labels = segment(Volume(grid, hu), model=folder)
     assert labels.grid == grid and labels.labels.shape == grid.shape
     assert labels.labels.dtype == np.uint8 and set(labels.names.values()) <= set(BONES)
+
+
+def test_classes_recon_does_not_name_are_never_output(tmp_path):
+    from recon.segmentation.infer import segment
+    from recon.segmentation.model import Model
+
+    classes = labels_for({"other_bone_class": True})
+    assert classes == [*LABELS, OTHER_BONE]
+
+    class OtherBoneEverywhere(torch.nn.Module):  # bone-bright voxels: other bone; the rest: background
+        def __init__(self):
+            super().__init__()
+            self.unused = torch.nn.Parameter(torch.zeros(1))  # a network has parameters (and a device)
+
+        def forward(self, image):
+            scores = torch.zeros((image.shape[0], len(classes), *image.shape[2:]))
+            bright = (image[:, 0] > 0.3).float()
+            scores[:, classes.index(OTHER_BONE)] = 50 * bright
+            scores[:, 0] = 50 * (1 - bright)
+            return scores
+
+    card = {**load_model(tiny_model(tmp_path)).card, "labels": classes}
+    grid = Grid((40, 36, 30), (2.0, 2.5, 3.0), (30.0, -40.0, 50.0))
+    hu = np.where(np.indices(grid.shape)[0] > 20, 700, 0).astype(np.int16)
+    labels = segment(Volume(grid, hu), model=Model(OtherBoneEverywhere().eval(), card))
+    assert not labels.labels.any() and labels.names == {}
 
 
 def test_models_load_only_from_safetensors_with_a_matching_hash(tmp_path):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -21,6 +21,8 @@ SIZES = {
     "clinical": ((512, 512, 300), (0.7, 0.7, 1.0)),
 }
 MAX_PATIENT_TILT_DEG = 10.0
+OTHER_BONE = "other_bone"  # ribs and the vertebrae above T11: bone that recon does not name
+OTHER_BONE_ID = max(LABEL_NAMES) + 1
 
 
 @dataclass(frozen=True, eq=False)
@@ -31,12 +33,14 @@ class Phantom:
 
 
 def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] | None = None,
-                 spacing_mm: tuple[float, float, float] | None = None, contrast: bool | None = None) -> Phantom:
+                 spacing_mm: tuple[float, float, float] | None = None, contrast: bool | None = None,
+                 label_other_bone: bool = False) -> Phantom:
     """A synthetic CT of the lower spine and hips with labels and truth, reproducible from ``seed``.
 
     ``size`` picks a preset grid (``"small"``: 128^3 at 2 mm; ``"clinical"``: 512 x 512 x 300 at
     0.7 x 0.7 x 1.0 mm); ``shape`` and ``spacing_mm`` override it. ``contrast`` forces contrast-enhanced
-    vessels and kidneys on or off (default: drawn, 70% on).
+    vessels and kidneys on or off (default: drawn, 70% on). ``label_other_bone`` also labels the ribs and the
+    vertebrae above T11 (``OTHER_BONE``, where no named bone is), for training; the image stays the same.
     """
     if size not in SIZES:
         raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
@@ -67,8 +71,11 @@ def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] 
     hu, labels = render(grid, body + table + spine_soft + pelvis_soft + spine_bone + pelvis_bone,
                         background_hu=tissue["air"])
     ct = Volume(grid, apply_imaging(hu, grid, imaging, rng))
+    if label_other_bone:
+        _label_other_bone(labels, grid, spine_bone, tissue["air"])
     present = {int(i) for i in np.unique(labels)} - {0}
-    label_map = LabelMap(grid, labels, {i: name for i, name in LABEL_NAMES.items() if i in present})
+    names = {**LABEL_NAMES, OTHER_BONE_ID: OTHER_BONE}
+    label_map = LabelMap(grid, labels, {i: name for i, name in names.items() if i in present})
     for vertebra in vertebrae.values():
         vertebra["in_field_of_view"] = _in_view(grid, vertebra["body_center_lps_mm"])
     for hip in pelvis_truth["hips"].values():
@@ -86,6 +93,13 @@ def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] 
         },
     }
     return Phantom(ct, label_map, truth)
+
+
+def _label_other_bone(labels: np.ndarray, grid: Grid, spine_bone: list, air_hu: float) -> None:
+    """Where no named bone is, ``OTHER_BONE_ID`` on the spine's unnamed bone (its paints without a label)."""
+    unnamed = [replace(paint, label=OTHER_BONE_ID) for paint in spine_bone if paint.label is None]
+    other = render(grid, unnamed, background_hu=air_hu)[1] > 0
+    labels[other & (labels == 0)] = OTHER_BONE_ID
 
 
 def _draw_tissue(rng: np.random.Generator, contrast: bool | None) -> dict[str, float]:

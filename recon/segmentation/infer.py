@@ -34,8 +34,10 @@ def segment(volume: Volume, *, model: Model | str | None = None) -> LabelMap:
     image = normalise(resample_volume(volume, grid), model.card["intensity"])
     device = next(model.network.parameters()).device.type  # windows run where the network lives
     scores = predict_scores(model.network, image, model.card["patch_voxels"], device)
-    levels = assign_levels(scores.argmax(dim=0).numpy().astype(np.uint8), model.labels, model.spacing_mm)
     ids = {c: LABEL_IDS[name] for c, name in enumerate(model.labels) if name in LABEL_IDS}
+    classes = scores.argmax(dim=0).numpy().astype(np.uint8)
+    classes[~np.isin(classes, list(ids))] = 0  # classes a model learns but recon does not name (other bone)
+    levels = assign_levels(classes, model.labels, model.spacing_mm)
     labels = _onto_grid(levels.classes, scores, grid, volume.grid, model.labels, ids)
     present = set(np.unique(labels).tolist()) - {0}
     names = {ids[c]: model.labels[c] for c in ids if ids[c] in present}

@@ -26,6 +26,7 @@ from recon.anatomy import BONES, LABEL_IDS
 from recon.errors import InputError
 from recon.io.atomic import atomic_path
 from recon.phantom import make_phantom
+from recon.phantom.generate import OTHER_BONE
 from recon.schemas import read_json
 from recon.segmentation.datasets import load_user_dataset
 from recon.segmentation.model import build_network, save_model
@@ -40,6 +41,12 @@ WARMUP_STEPS = 100
 LABELS = ["background", *BONES]
 
 
+def labels_for(config: dict) -> list[str]:
+    """The classes a run learns: recon's bones and, where the configuration asks, other bone (ribs, vertebrae
+    above T11) as a class apart from background, which recon never outputs."""
+    return LABELS + [OTHER_BONE] * bool(config.get("other_bone_class"))
+
+
 def default_config() -> dict:
     return json.loads(resources.files("recon.data").joinpath("training_default.json").read_text())
 
@@ -50,7 +57,7 @@ def train(out: str | Path, *, steps: int | None = None, seed: int | None = None,
     out = Path(out)
     config = _configuration(out, resume, steps, seed, data, config_path)
     torch.manual_seed(config["seed"])
-    network = build_network(config["network"], len(LABELS)).to(device)
+    network = build_network(config["network"], len(labels_for(config))).to(device)
     optimiser = torch.optim.AdamW(network.parameters(), lr=config["learning_rate"],
                                   weight_decay=config["weight_decay"])
     state = _load_checkpoint(out, network, optimiser) if resume else {"step": 0, "seconds": 0.0, "history": []}
@@ -140,7 +147,8 @@ def phantom_sample(config: dict, number: int) -> tuple[np.ndarray, np.ndarray]:
         _PHANTOM_CACHE.clear()
         spacing = (config["spacing_mm"],) * 3
         phantom = make_phantom(TRAIN_SEED_BASE * (config["seed"] + 1) + number,
-                               shape=tuple(config["phantom_shape"]), spacing_mm=spacing)
+                               shape=tuple(config["phantom_shape"]), spacing_mm=spacing,
+                               label_other_bone=bool(config.get("other_bone_class")))
         _PHANTOM_CACHE[key] = (phantom.ct.hu.astype(np.float32), phantom.labels.labels.astype(np.uint8))
     return _PHANTOM_CACHE[key]
 
@@ -348,7 +356,7 @@ def _card(config: dict, state: dict, device: str) -> dict:
     return {
         "name": "recon bone segmentation",
         "network": config["network"],
-        "labels": LABELS,
+        "labels": labels_for(config),
         "spacing_mm": config["spacing_mm"],
         "patch_voxels": config["patch_voxels"],
         "orientation": "resampled onto an axis-aligned LPS grid (identity direction) before inference",
