@@ -104,8 +104,8 @@ def plan_spine(labels: LabelMap, *, ct: Volume | None = None, catalogue: ScrewCa
     if tip_margin_mm < 0:
         raise ValueError(f"tip_margin_mm must not be negative, got {tip_margin_mm}")
     catalogue = catalogue or load_screw_catalogue()
-    levels = _levels(labels)
     boxes = label_bounding_boxes(labels.labels)
+    levels = _levels(labels, boxes)
     centroids = {level: _centroid(labels, index, boxes[index]) for level, index in levels.items()}
     screws, warnings = [], []
     for level, index in levels.items():
@@ -130,10 +130,10 @@ def plan_spine(labels: LabelMap, *, ct: Volume | None = None, catalogue: ScrewCa
     return SpinePlan(screws, warnings, options)
 
 
-def _levels(labels: LabelMap) -> dict[str, int]:
-    """Plannable vertebra names present in the label map, cranial to caudal, with their label ids."""
-    present = set(np.flatnonzero(np.bincount(labels.labels.ravel().astype(np.int64)))) if labels.labels.size else set()
-    by_name = {name: index for index, name in labels.names.items() if index in present}
+def _levels(labels: LabelMap, boxes: dict) -> dict[str, int]:
+    """Plannable vertebra names present in the label map (``boxes`` holds its ids), cranial to caudal, with
+    their label ids."""
+    by_name = {name: index for index, name in labels.names.items() if index in boxes}
     return {f"{VERTEBRA_PREFIX}{level}": by_name[f"{VERTEBRA_PREFIX}{level}"] for level in PLANNED_LEVELS
             if f"{VERTEBRA_PREFIX}{level}" in by_name}
 
