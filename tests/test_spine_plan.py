@@ -163,7 +163,8 @@ def test_real_lumbar_spine_at_3_mm_holds_its_measured_figures():
     assert len(planned) == 10
     assert all(s.grade in ("A", "B") for s in planned)
     assert sum(s.grade == "A" for s in planned) >= 9
-    downsized = [s for s in planned if s.diameter_mm < load_screw_catalogue().largest_diameter(0.8 * s.isthmus_width_mm)]
+    rule = load_screw_catalogue().largest_diameter
+    downsized = [s for s in planned if s.diameter_mm < rule(0.8 * s.isthmus_width_mm)]
     assert all(any(w.startswith(f"{s.title}: {s.diameter_mm:g} mm rather than") for w in plan.warnings)
                for s in downsized)
     sliver = [s for s in plan.screws if s.vertebra == "vertebrae_T11"]
