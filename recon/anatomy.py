@@ -14,6 +14,8 @@ VERTEBRAE = ("vertebrae_T11", "vertebrae_T12", "vertebrae_L1", "vertebrae_L2", "
 BONES = VERTEBRAE + ("sacrum", "hip_left", "hip_right", "femur_left", "femur_right")
 LABEL_IDS: dict[str, int] = {name: index + 1 for index, name in enumerate(BONES)}
 LABEL_NAMES: dict[int, str] = {index: name for name, index in LABEL_IDS.items()}
+OTHER_BONE = "other_bone"  # ribs and vertebrae above T11: bone recon does not name (a training class only)
+OTHER_BONE_ID = max(LABEL_NAMES) + 1
 VERTEBRA_PREFIX = "vertebrae_"
 
 

@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from recon.anatomy import LABEL_IDS
+from recon.anatomy import LABEL_IDS, OTHER_BONE, OTHER_BONE_ID
 from recon.io.labels import read_label_map
 from recon.io.loading import load_ct
 from recon.phantom import make_phantom
-from recon.phantom.generate import OTHER_BONE, OTHER_BONE_ID
 from recon.phantom.synth import synthesize
 
 SEEDS = (1, 2, 3)

@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from recon.anatomy import BONES, LABEL_IDS
+from recon.anatomy import BONES, LABEL_IDS, OTHER_BONE
 from recon.errors import InputError
 from recon.geometry import Grid
 from recon.phantom import make_phantom
-from recon.phantom.generate import OTHER_BONE
 from recon.segmentation.levels import assign_levels
 from recon.segmentation.model import build_network, load_model, save_model
 from recon.segmentation.sources import existing_labels

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from recon.anatomy import LABEL_NAMES
+from recon.anatomy import LABEL_NAMES, OTHER_BONE, OTHER_BONE_ID
 from recon.geometry import Grid
 from recon.phantom.body import build_body
 from recon.phantom.morphometry import CORTEX_MM, TISSUE_HU_RANGES, draw
@@ -21,8 +21,6 @@ SIZES = {
     "clinical": ((512, 512, 300), (0.7, 0.7, 1.0)),
 }
 MAX_PATIENT_TILT_DEG = 10.0
-OTHER_BONE = "other_bone"  # ribs and the vertebrae above T11: bone that recon does not name
-OTHER_BONE_ID = max(LABEL_NAMES) + 1
 
 
 @dataclass(frozen=True, eq=False)

@@ -22,11 +22,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from scipy import ndimage
 
-from recon.anatomy import BONES, LABEL_IDS
+from recon.anatomy import BONES, LABEL_IDS, OTHER_BONE
 from recon.errors import InputError
 from recon.io.atomic import atomic_path
 from recon.phantom import make_phantom
-from recon.phantom.generate import OTHER_BONE
 from recon.schemas import read_json
 from recon.segmentation.datasets import load_user_dataset
 from recon.segmentation.model import build_network, save_model
