@@ -17,6 +17,9 @@ LABEL_NAMES: dict[int, str] = {index: name for name, index in LABEL_IDS.items()}
 OTHER_BONE = "other_bone"  # ribs and vertebrae above T11: bone recon does not name (a training class only)
 OTHER_BONE_ID = max(LABEL_NAMES) + 1
 VERTEBRA_PREFIX = "vertebrae_"
+PART_OF = {"vertebrae_S1": "sacrum"}  # TotalSegmentator v2 labels S1 apart; recon's sacrum is the whole bone
+OTHER_BONE_PREFIXES = ("rib_", "vertebrae_C", "vertebrae_T", "clavicula_", "scapula_", "humerus_")
+OTHER_BONE_NAMES = ("sternum", "skull")
 
 
 def level_of(vertebra: str) -> str:
@@ -26,6 +29,18 @@ def level_of(vertebra: str) -> str:
 
 def is_vertebra(name: str) -> bool:
     return name.startswith(VERTEBRA_PREFIX)
+
+
+def recon_bone(name: str) -> str | None:
+    """The bone recon names that a label of another tool belongs to (``vertebrae_S1`` -> ``sacrum``), or None."""
+    name = PART_OF.get(name, name)
+    return name if name in LABEL_IDS else None
+
+
+def is_other_bone(name: str) -> bool:
+    """A bone that recon does not name, as TotalSegmentator spells it: ribs, vertebrae above T11, shoulder
+    girdle, humeri, sternum, skull."""
+    return recon_bone(name) is None and (name.startswith(OTHER_BONE_PREFIXES) or name in OTHER_BONE_NAMES)
 
 
 def verse_names() -> dict[int, str]:

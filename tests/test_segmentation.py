@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from recon.anatomy import BONES, LABEL_IDS, OTHER_BONE
+from recon.anatomy import BONES, LABEL_IDS, OTHER_BONE, OTHER_BONE_ID
 from recon.errors import InputError
 from recon.geometry import Grid
+from recon.io.images import write_image
 from recon.phantom import make_phantom
+from recon.segmentation.datasets import load_user_dataset
 from recon.segmentation.levels import assign_levels
 from recon.segmentation.model import build_network, load_model, save_model
 from recon.segmentation.sources import existing_labels
@@ -176,6 +178,49 @@ def test_an_existing_totalsegmentator_result_becomes_recon_labels_on_the_ct_grid
     assert labels.grid == ct.grid
     assert set(labels.names.values()) >= {"vertebrae_L1", "vertebrae_L5", "vertebrae_T12"}  # v2 has no sacrum here
     assert all(LABEL_IDS[name] == index for index, name in labels.names.items())
+
+
+TOTALSEGMENTATOR_STYLE = {"vertebrae_L5": 1, "vertebrae_S1": 2, "sacrum": 3, "rib_left_12": 4, "liver": 5}
+
+
+def slabs(values) -> tuple[np.ndarray, Grid]:
+    """A 3 mm label image with one 2-voxel slab per value along S (the first slab background)."""
+    grid = Grid((8, 8, 2 * len(values) + 2), (3.0, 3.0, 3.0), (0.0, 0.0, 0.0))
+    labels = np.zeros(grid.shape, np.uint8)
+    for value in values:
+        labels[:, :, 2 * value:2 * value + 2] = value
+    return labels, grid
+
+
+def slab_classes(labels: np.ndarray) -> list[int]:
+    return [int(labels[4, 4, 2 * k]) for k in range(labels.shape[2] // 2)]
+
+
+def test_a_user_dataset_is_mapped_by_name_with_s1_in_the_sacrum_and_ribs_as_other_bone(tmp_path):
+    labels, grid = slabs(TOTALSEGMENTATOR_STYLE.values())
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "labelsTr").mkdir()
+    write_image(np.full(grid.shape, 300, np.int16), grid, tmp_path / "imagesTr" / "case_0000.nii.gz")
+    write_image(labels, grid, tmp_path / "labelsTr" / "case.nii.gz")
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"background": 0, **TOTALSEGMENTATOR_STYLE}}))
+    sacrum, l5 = LABEL_IDS["sacrum"], LABEL_IDS["vertebrae_L5"]
+    (_, with_other), = load_user_dataset(tmp_path, {"spacing_mm": 3.0, "other_bone_class": True})
+    assert slab_classes(with_other) == [0, l5, sacrum, sacrum, OTHER_BONE_ID, 0]
+    (_, without), = load_user_dataset(tmp_path, {"spacing_mm": 3.0})
+    assert slab_classes(without) == [0, l5, sacrum, sacrum, 0, 0]
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "liver": 1}}))
+    with pytest.raises(InputError, match="dataset.json: none of its labels"):
+        load_user_dataset(tmp_path, {"spacing_mm": 3.0})
+
+
+def test_an_existing_segmentation_puts_totalsegmentator_v2_s1_into_the_sacrum(tmp_path):
+    labels, grid = slabs(TOTALSEGMENTATOR_STYLE.values())
+    write_image(labels, grid, tmp_path / "labels.nii.gz")
+    (tmp_path / "names.json").write_text(json.dumps({str(v): name for name, v in TOTALSEGMENTATOR_STYLE.items()}))
+    recon_labels = existing_labels(tmp_path / "labels.nii.gz", grid, tmp_path / "names.json")
+    sacrum, l5 = LABEL_IDS["sacrum"], LABEL_IDS["vertebrae_L5"]
+    assert slab_classes(recon_labels.labels) == [0, l5, sacrum, sacrum, 0, 0]
+    assert recon_labels.names == {l5: "vertebrae_L5", sacrum: "sacrum"}
 
 
 def test_a_phantom_ct_has_the_labels_the_model_knows():

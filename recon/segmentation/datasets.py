@@ -1,6 +1,7 @@
 """User training data in nnU-Net v2 raw layout: ``imagesTr/<case>_0000.nii.gz``, ``labelsTr/<case>.nii.gz`` and
-``dataset.json`` whose ``labels`` map names to ids. Labels are mapped to recon's classes by name; others
-become background."""
+``dataset.json`` whose ``labels`` map names to ids. Labels are mapped to recon's classes by name
+(``recon.anatomy.recon_bone``); bones recon does not name become the other-bone class when the configuration
+trains one, and everything else becomes background."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recon.anatomy import LABEL_IDS
+from recon.anatomy import LABEL_IDS, OTHER_BONE_ID, is_other_bone, recon_bone
 from recon.errors import InputError
 from recon.io.images import read_image
 from recon.io.loading import load_ct
@@ -24,10 +25,12 @@ def load_user_dataset(folder: Path, config: dict) -> list[tuple[np.ndarray, np.n
         raise InputError(f"{folder}: no dataset.json; expected nnU-Net v2 raw layout (imagesTr/, labelsTr/, "
                          "dataset.json)")
     names = json.loads(description.read_text()).get("labels", {})
-    to_class = {int(value): LABEL_IDS[name] for name, value in names.items() if name in LABEL_IDS}
+    to_class = {int(value): LABEL_IDS[recon_bone(name)] for name, value in names.items() if recon_bone(name)}
     if not to_class:
         raise InputError(f"{description}: none of its labels ({', '.join(names)}) is a bone recon segments "
                          f"({', '.join(LABEL_IDS)})")
+    if config.get("other_bone_class"):
+        to_class |= {int(value): OTHER_BONE_ID for name, value in names.items() if is_other_bone(name)}
     cases = []
     for label_file in sorted((folder / "labelsTr").glob("*.nii.gz")):
         case = label_file.name.removesuffix(".nii.gz")
