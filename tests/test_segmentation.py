@@ -252,13 +252,11 @@ def test_each_bone_gets_its_own_marrow_offset_and_the_rest_of_the_image_is_untou
     assert np.all(changed[20, :, :] == 0) and changed[0, 0, 0] == 0
 
 
-@pytest.mark.parametrize(("cut", "least_blank"), [({"truncate_probability": 1.0}, 0.0),
-                                                   ({"box_probability": 1.0, "box_fraction": [0.3, 0.5]}, 0.8)])
-def test_training_crops_have_the_patch_size_and_no_label_outside_a_cut_field_of_view(cut, least_blank):
+def test_training_crops_have_the_patch_size_and_no_label_outside_a_truncated_field_of_view():
     from recon.segmentation.train import training_crop
 
     config = default_config()
-    config["augment"].update({"truncate_probability": 0.0, "box_probability": 0.0, "scale_probability": 1.0, **cut})
+    config["augment"].update(truncate_probability=1.0, scale_probability=1.0)
     phantom = make_phantom(5, shape=(64, 64, 72), spacing_mm=(4.0, 4.0, 4.0))
     hu, labels = phantom.ct.hu.astype(np.float32), phantom.labels.labels
     config["patch_voxels"] = [40, 40, 40]
@@ -266,5 +264,4 @@ def test_training_crops_have_the_patch_size_and_no_label_outside_a_cut_field_of_
         image, target = training_crop(hu, labels, config, np.random.default_rng(seed))
         assert image.shape == target.shape == (40, 40, 40)
         blank = image <= config["intensity"]["clip_hu"][0] / config["intensity"]["scale_hu"]
-        assert not np.any(target[blank.all(axis=2)]) and not np.any(target[blank])
-        assert blank.mean() >= least_blank  # a box this small leaves most of the patch outside
+        assert not np.any(target[blank.all(axis=2)])

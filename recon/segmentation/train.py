@@ -155,7 +155,7 @@ def phantom_sample(config: dict, number: int) -> tuple[np.ndarray, np.ndarray]:
 def training_crop(hu: np.ndarray, labels: np.ndarray, config: dict, rng: np.random.Generator):
     """A random patch (which may reach past the scan into air, as at a cut-off field of view), with the
     intensity, density, texture, noise, blur and resolution randomised, and at times a truncated
-    reconstruction circle or a small box cut out of a larger scan. No left-right flip: left and right are labels."""
+    reconstruction circle. No left-right flip: left and right are labels."""
     augment, size = config["augment"], np.asarray(config["patch_voxels"])
     patch = size
     if "scale" in augment and rng.uniform() < augment.get("scale_probability", 1.0):
@@ -176,7 +176,6 @@ def training_crop(hu: np.ndarray, labels: np.ndarray, config: dict, rng: np.rand
         image = _marrow_variation(image, target, augment, rng)
     image = _augment_intensity(image, augment, rng)
     target = _truncate_field_of_view(image, target, augment, rng)
-    target = _cut_to_box(image, target, augment, rng)
     return normalise(image, config["intensity"]), target.astype(np.int64)
 
 
@@ -289,22 +288,6 @@ def _truncate_field_of_view(image: np.ndarray, target: np.ndarray, augment: dict
     image[outside] = -1024.0
     target = target.copy()
     target[outside] = 0
-    return target
-
-
-def _cut_to_box(image: np.ndarray, target: np.ndarray, augment: dict, rng: np.random.Generator):
-    """At times, blank everything outside a random box (a crop saved from a larger CT, bone cut at its
-    faces), labels included."""
-    if rng.uniform() >= augment.get("box_probability", 0.0):
-        return target
-    n = np.asarray(image.shape)
-    size = np.maximum(1, np.rint(n * rng.uniform(*augment["box_fraction"], 3))).astype(int)
-    start = np.array([int(rng.integers(0, m - s + 1)) for m, s in zip(n, size)])
-    inside = np.zeros(image.shape, bool)
-    inside[tuple(slice(a, a + s) for a, s in zip(start, size))] = True
-    image[~inside] = -1024.0
-    target = target.copy()
-    target[~inside] = 0
     return target
 
 
