@@ -28,7 +28,7 @@ def existing_labels(path: str | Path, grid: Grid, label_map: str | Path | None =
     mapped = np.zeros(source.labels.shape, compact_label_dtype(np.array(list(LABEL_IDS.values()))))
     for index, name in bones.items():
         mapped[source.labels == index] = LABEL_IDS[name]
-    labels = LabelMap(source.grid, mapped, {LABEL_IDS[name]: name for name in set(bones.values())})
+    labels = LabelMap(source.grid, mapped, {LABEL_IDS[name]: name for name in bones.values()})
     if not labels.grid.same_as(grid, tolerance_mm=0.01 * min(grid.spacing_mm)):
         labels = resample_labels(labels, grid)
     present = set(np.unique(labels.labels).tolist())
