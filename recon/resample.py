@@ -23,8 +23,22 @@ def canonical_grid(grid: Grid, spacing_mm: float) -> Grid:
 
 
 def resample_volume(volume: Volume, grid: Grid) -> np.ndarray:
-    """CT values on ``grid`` by linear interpolation in LPS (float32); outside the source: air."""
-    return resample_array(volume.hu.astype(np.float32, copy=False), volume.grid, grid, sitk.sitkLinear, AIR_HU)
+    """CT values on ``grid`` by linear interpolation in LPS (float32); outside the source: air.
+
+    Where ``grid`` is coarser than the source, the source is first smoothed so that each coarse voxel holds
+    the mean of the tissue it covers, as a scan reconstructed at that voxel size would (and as recon's
+    phantoms are rendered), not a point sample of fine-grid noise and texture."""
+    return resample_array(volume.hu.astype(np.float32, copy=False), volume.grid, grid, sitk.sitkLinear, AIR_HU,
+                          smoothing_mm=antialiasing_sigma_mm(volume.grid, grid))
+
+
+def antialiasing_sigma_mm(source: Grid, grid: Grid) -> tuple[float, float, float]:
+    """Gaussian sigma (mm) along each source axis whose variance adds up to that of averaging over a box of
+    the target's voxel size: sqrt((t^2 - s^2) / 12), t being the target's extent along that axis."""
+    along = np.abs(source.direction_matrix.T @ grid.direction_matrix)  # source axis a . target axis b
+    target = np.sqrt(np.square(along) @ np.square(np.asarray(grid.spacing_mm)))
+    excess = np.square(target) - np.square(np.asarray(source.spacing_mm))
+    return tuple(float(v) for v in np.sqrt(np.maximum(excess, 0.0) / 12.0))
 
 
 def resample_labels(labels: LabelMap, grid: Grid) -> LabelMap:
@@ -40,12 +54,16 @@ def resample_labels(labels: LabelMap, grid: Grid) -> LabelMap:
     return LabelMap(grid, moved, dict(labels.names))
 
 
-def resample_array(array: np.ndarray, source_grid: Grid, grid: Grid, interpolator, outside: float) -> np.ndarray:
-    """``array`` on ``source_grid`` sampled onto ``grid`` with a SimpleITK interpolator; ``outside`` beyond it."""
+def resample_array(array: np.ndarray, source_grid: Grid, grid: Grid, interpolator, outside: float,
+                   smoothing_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> np.ndarray:
+    """``array`` on ``source_grid`` sampled onto ``grid`` with a SimpleITK interpolator; ``outside`` beyond it.
+    ``smoothing_mm``: a Gaussian (sigma per source axis, mm) applied to the source first."""
     source = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
     source.SetSpacing(source_grid.spacing_mm)
     source.SetOrigin(source_grid.origin_lps_mm)
     source.SetDirection(source_grid.direction)
+    if max(smoothing_mm) > 0:
+        source = _smooth(source, smoothing_mm, source_grid.spacing_mm)
     resampler = sitk.ResampleImageFilter()
     resampler.SetSize([int(n) for n in grid.shape])
     resampler.SetOutputSpacing(grid.spacing_mm)
@@ -54,3 +72,14 @@ def resample_array(array: np.ndarray, source_grid: Grid, grid: Grid, interpolato
     resampler.SetInterpolator(interpolator)
     resampler.SetDefaultPixelValue(outside)
     return np.ascontiguousarray(sitk.GetArrayFromImage(resampler.Execute(source)).transpose(2, 1, 0))
+
+
+def _smooth(image: sitk.Image, sigma_mm, spacing_mm) -> sitk.Image:
+    """A Gaussian with its own sigma per axis (mm); axes whose sigma is under a fifth of a voxel are left."""
+    for axis, (sigma, spacing) in enumerate(zip(sigma_mm, spacing_mm)):
+        if sigma > 0.2 * spacing:
+            along_axis = sitk.RecursiveGaussianImageFilter()
+            along_axis.SetDirection(axis)
+            along_axis.SetSigma(float(sigma))
+            image = along_axis.Execute(image)
+    return image
