@@ -8,12 +8,10 @@ below, 14% medial and 22% posterior of its ASIS. The pubic tubercles lie in the 
 
 from __future__ import annotations
 
-from itertools import pairwise
-
 import numpy as np
 
 from recon.anatomy import LABEL_IDS
-from recon.phantom.morphometry import ILIUM_SACRUM_RANGES, PELVIS_RANGES, draw
+from recon.phantom.morphometry import PELVIS_RANGES, draw
 from recon.phantom.render import Paint
 from recon.phantom.shapes import (Capsule, Cylinder, Difference, Ellipsoid, HalfSpace, Intersection, Offset,
                                   Shape, Sphere, Union, rotation_about)
@@ -22,11 +20,8 @@ SIDES = {"left": 1.0, "right": -1.0}
 SI_JOINT_GAP_MM = 2.5
 
 
-def draw_pelvis(rng: np.random.Generator, detail_rng: np.random.Generator) -> dict[str, float]:
-    """Pelvis parameters; the bone detail comes from ``detail_rng`` so that ``rng``'s later draws stay as
-    they were without it."""
-    return ({name: draw(rng, span) for name, span in PELVIS_RANGES.items()}
-            | {name: draw(detail_rng, span) for name, span in ILIUM_SACRUM_RANGES.items()})
+def draw_pelvis(rng: np.random.Generator) -> dict[str, float]:
+    return {name: draw(rng, span) for name, span in PELVIS_RANGES.items()}
 
 
 def build_pelvis(params: dict, origin: np.ndarray, rotation: np.ndarray, tissue: dict[str, float],
@@ -43,7 +38,7 @@ def build_pelvis(params: dict, origin: np.ndarray, rotation: np.ndarray, tissue:
     sacral_slope = np.radians(params["pelvic_incidence_deg"] - params["pelvic_tilt_deg"])
     s1_local = params["hip_to_s1_mm"] * np.array([0.0, np.sin(tilt), np.cos(tilt)])
     s1_rotation = rotation @ rotation_about([1, 0, 0], sacral_slope)
-    sacrum = _sacrum(world(s1_local), s1_rotation, params["sacral_foramen_radius_mm"])
+    sacrum = _sacrum(world(s1_local), s1_rotation)
     head_radius = params["femoral_head_diameter_mm"] / 2
     acetabulum_radius = head_radius + params["joint_space_mm"]
     soft, hips, landmarks = [], {}, {}
@@ -76,16 +71,13 @@ def build_pelvis(params: dict, origin: np.ndarray, rotation: np.ndarray, tissue:
     return world(s1_local), s1_rotation, soft, bones, {"hips": hips, "landmarks_lps_mm": landmarks}
 
 
-def _sacrum(s1: np.ndarray, frame: np.ndarray, foramen_radius: float) -> Shape:
-    left, posterior, up = frame[:, 0], frame[:, 1], frame[:, 2]
+def _sacrum(s1: np.ndarray, frame: np.ndarray) -> Shape:
+    posterior, up = frame[:, 1], frame[:, 2]
     body = Cylinder(s1 - up * 14, frame, 24.0, 17.0, 14.0)
     alae = Ellipsoid(s1 - up * 22 + posterior * 8, np.array([56.0, 22.0, 22.0]), frame)
     lower = Ellipsoid(s1 - up * 58 + posterior * 18, np.array([38.0, 14.0, 45.0]), frame)
     canal = Capsule(s1 + posterior * 24 + up * 5, s1 + posterior * 30 - up * 85, 6.0)
-    foramina = [Capsule(s1 + side * left * (17 - 2 * k) - up * (24 + 15 * k) - posterior * 20,
-                        s1 + side * left * (14 - 2 * k) - up * (24 + 15 * k) + posterior * 26, foramen_radius - 0.4 * k)
-                for k in range(4) for side in (1, -1)]  # S1-S4, narrowing downwards, canal to pelvic face
-    return Difference(Union((body, alae, lower)), Union((canal, *foramina)))
+    return Difference(Union((body, alae, lower)), canal)
 
 
 def _hip_bone(side, params, world, rotation, center, asis, tubercle, acetabulum_radius) -> Shape:
@@ -100,8 +92,7 @@ def _hip_bone(side, params, world, rotation, center, asis, tubercle, acetabulum_
     wing_frame = rotation @ rotation_about([0, 0, 1], side * flare) @ rotation_about([0, 1, 0], side * np.radians(20))
     bump = asis + np.array([0.0, 6.0, 0.0])
     wing_center = bump - anterior_dir * 66
-    wing_radii = np.array([params["wing_half_thickness_mm"], 72.0, 62.0])
-    wing = Ellipsoid(world(wing_center), wing_radii, wing_frame)
+    wing = Ellipsoid(world(wing_center), np.array([6.0, 72.0, 62.0]), wing_frame)
     tubercle_center = tubercle + np.array([0.0, 4.0, 0.0])
     pubic_body = tubercle + np.array([-side * 2.0, 14.0, -10.0])
     tuberosity = center + np.array([-side * 8.0, 22.0, -62.0])
@@ -117,20 +108,9 @@ def _hip_bone(side, params, world, rotation, center, asis, tubercle, acetabulum_
         Ellipsoid(world(tuberosity), np.array([12.0, 14.0, 16.0]), rotation),
         Capsule(world(tuberosity), world(pubic_body + [0, 0, -14]), 6.0),
         Capsule(world(center + [0, r, 0.5 * r]), world(wing_center + [0, 40, -35]), 9.0),
-        Capsule(world(wing_center + [-side * 10, 48, -10]), world(wing_center + [-side * 26, 40, 5]), 12.0),
-        Ellipsoid(world(center + [side * 4, 4, r + 10]), np.array([0.8, 1.2, 1.0]) * params["supra_acetabular_radius_mm"],
-                  rotation),
-        *_iliac_crest(world(wing_center), wing_radii, wing_frame, params["crest_radius_mm"]),
+        Capsule(world(wing_center + [-side * 10, 48, -10]), world(wing_center + [-side * 26, 40, 5]), 9.0),
     ]
     return Union(tuple(parts))
-
-
-def _iliac_crest(center, radii, frame, radius: float) -> list[Shape]:
-    """The thick rim along the wing's upper edge (the wing's second axis points posterior), from the posterior
-    superior spine round to short of the anterior superior spine, which stays the most anterior point."""
-    angles = np.radians([20, 45, 70, 95, 120, 140, 160])
-    rim = [center + frame @ (np.array([0.0, np.cos(a), np.sin(a)]) * (radii - [0.0, radius, radius])) for a in angles]
-    return [Capsule(a, b, radius) for a, b in pairwise(rim)]
 
 
 def _femur(side, params, world, rotation, center_local, head_radius):
