@@ -27,16 +27,16 @@ PINNED_NAMED_RIGHT = ("vertebrae_T12", "vertebrae_L1", "vertebrae_L2", "vertebra
                       "vertebrae_L5")  # named right on the real CT
 # real/tptbox-l3: L3 Dice measured 0.0, so there is nothing to pin yet (see model.json)
 PINNED_PHANTOM_WORST = {
-    "femur_left": 0.9059,
-    "femur_right": 0.9152,
-    "hip_left": 0.8183,
-    "hip_right": 0.8154,
-    "sacrum": 0.9042,
-    "vertebrae_L2": 0.6474,
-    "vertebrae_L3": 0.8283,
-    "vertebrae_L4": 0.8491,
-    "vertebrae_L5": 0.8688,
-    "vertebrae_T12": 0.0967,
+    "femur_left": 0.9153,
+    "femur_right": 0.9185,
+    "hip_left": 0.8683,
+    "hip_right": 0.8762,
+    "sacrum": 0.9296,
+    "vertebrae_L2": 0.6605,
+    "vertebrae_L3": 0.8301,
+    "vertebrae_L4": 0.849,
+    "vertebrae_L5": 0.8673,
+    "vertebrae_T12": 0.1217,
 }
 
 
