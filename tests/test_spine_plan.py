@@ -15,7 +15,7 @@ from recon.io.labels import read_label_map
 from recon.plan.accuracy import screw_errors, summarize
 from recon.plan.implants import ScrewCatalogue, load_screw_catalogue
 from recon.plan.safety import gertzbein_robbins_grade, screw_safety, segment_distance
-from recon.plan.pedicle import Pedicle
+from recon.plan.pedicle import Pedicle, _outline
 from recon.plan.spine import SpinePlan, _fitting_screw, _Trajectory, plan_spine
 from recon.plan.vertebra import VertebraBone
 from tests.conftest import shared_path
@@ -199,3 +199,9 @@ def test_plan_spine_refuses_labels_without_vertebrae(tmp_path, capsys):
     labels = shared_path("real/tptbox-l3") / "sub-ct_seg-vert_label-22_msk.nii.gz"
     assert main(["plan", "spine", str(labels), "-o", str(tmp_path / "out")]) == 1
     assert "no vertebra T1-L5" in capsys.readouterr().err
+
+
+def test_a_pedicle_section_with_a_zero_chord_has_no_outline_rather_than_failing():
+    # a zero chord (seen on a small phantom's segmentation) must leave that pedicle unplanned, not stop the
+    # whole study (it did: argmax of an empty sequence)
+    assert _outline(None, (np.zeros(3), 0.0, 6.0), np.array([0.0, -1.0, 0.0]), None) is None

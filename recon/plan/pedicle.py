@@ -251,6 +251,8 @@ def _outline(bone: VertebraBone, section, axis: np.ndarray, distance):
     if section is None:
         return None
     centre, chord_width, chord_height = section
+    if not (chord_width > 0 and chord_height > 0):  # a degenerate section: no outline to fit
+        return None
     if chord_width > CHORD_LIMIT * -2.0 * float(distance(centre[None])[0]):
         return None
     across, upward = _section_axes(axis)
