@@ -24,6 +24,8 @@ Sources, as ranges read off their tables (adult, mixed sex):
   al., Bone 1994;15(4):409-414; Ritzel H et al., J Bone Miner Res 1997;12(1):89-95). Phantoms draw it
   0.3-1.2 mm, and the pelvis's 0.5-2 mm, so that bone is not always a bright closed shell: at clinical
   voxel sizes a thin shell blurs into a rim barely brighter than the cancellous bone inside.
+- Ilium detail (textbook proportions, not read off one table): the iliac wing is thin in the fossa and
+  thick along its crest and above the acetabulum. Ranges in ``ILIUM_RANGES``.
 """
 
 from __future__ import annotations
@@ -60,6 +62,12 @@ PELVIS_RANGES = {
     "femoral_shaft_radius_mm": (12, 15),
     "femoral_cortex_mm": (4, 6),
     "neck_length_mm": (48, 58),
+}
+
+ILIUM_RANGES = {
+    "wing_half_thickness_mm": (4.0, 9.0),
+    "crest_radius_mm": (4.0, 7.0),
+    "supra_acetabular_radius_mm": (12.0, 18.0),
 }
 
 CORTEX_MM = {"vertebra": (0.3, 1.2), "pelvis": (0.5, 2.0)}

@@ -8,10 +8,12 @@ below, 14% medial and 22% posterior of its ASIS. The pubic tubercles lie in the 
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 
 from recon.anatomy import LABEL_IDS
-from recon.phantom.morphometry import PELVIS_RANGES, draw
+from recon.phantom.morphometry import ILIUM_RANGES, PELVIS_RANGES, draw
 from recon.phantom.render import Paint
 from recon.phantom.shapes import (Capsule, Cylinder, Difference, Ellipsoid, HalfSpace, Intersection, Offset,
                                   Shape, Sphere, Union, rotation_about)
@@ -20,8 +22,11 @@ SIDES = {"left": 1.0, "right": -1.0}
 SI_JOINT_GAP_MM = 2.5
 
 
-def draw_pelvis(rng: np.random.Generator) -> dict[str, float]:
-    return {name: draw(rng, span) for name, span in PELVIS_RANGES.items()}
+def draw_pelvis(rng: np.random.Generator, detail_rng: np.random.Generator) -> dict[str, float]:
+    """Pelvis parameters; the bone detail comes from ``detail_rng`` so that ``rng``'s later draws stay as
+    they were without it."""
+    return ({name: draw(rng, span) for name, span in PELVIS_RANGES.items()}
+            | {name: draw(detail_rng, span) for name, span in ILIUM_RANGES.items()})
 
 
 def build_pelvis(params: dict, origin: np.ndarray, rotation: np.ndarray, tissue: dict[str, float],
@@ -92,7 +97,8 @@ def _hip_bone(side, params, world, rotation, center, asis, tubercle, acetabulum_
     wing_frame = rotation @ rotation_about([0, 0, 1], side * flare) @ rotation_about([0, 1, 0], side * np.radians(20))
     bump = asis + np.array([0.0, 6.0, 0.0])
     wing_center = bump - anterior_dir * 66
-    wing = Ellipsoid(world(wing_center), np.array([6.0, 72.0, 62.0]), wing_frame)
+    wing_radii = np.array([params["wing_half_thickness_mm"], 72.0, 62.0])
+    wing = Ellipsoid(world(wing_center), wing_radii, wing_frame)
     tubercle_center = tubercle + np.array([0.0, 4.0, 0.0])
     pubic_body = tubercle + np.array([-side * 2.0, 14.0, -10.0])
     tuberosity = center + np.array([-side * 8.0, 22.0, -62.0])
@@ -109,8 +115,19 @@ def _hip_bone(side, params, world, rotation, center, asis, tubercle, acetabulum_
         Capsule(world(tuberosity), world(pubic_body + [0, 0, -14]), 6.0),
         Capsule(world(center + [0, r, 0.5 * r]), world(wing_center + [0, 40, -35]), 9.0),
         Capsule(world(wing_center + [-side * 10, 48, -10]), world(wing_center + [-side * 26, 40, 5]), 9.0),
+        Ellipsoid(world(center + [side * 4, 4, r + 10]), np.array([0.8, 1.2, 1.0]) * params["supra_acetabular_radius_mm"],
+                  rotation),
+        *_iliac_crest(world(wing_center), wing_radii, wing_frame, params["crest_radius_mm"]),
     ]
     return Union(tuple(parts))
+
+
+def _iliac_crest(center, radii, frame, radius: float) -> list[Shape]:
+    """The thick rim along the wing's upper edge (the wing's second axis points posterior), from the posterior
+    superior spine round to short of the anterior superior spine, which stays the most anterior point."""
+    angles = np.radians([20, 45, 70, 95, 120, 140, 160])
+    rim = [center + frame @ (np.array([0.0, np.cos(a), np.sin(a)]) * (radii - [0.0, radius, radius])) for a in angles]
+    return [Capsule(a, b, radius) for a, b in pairwise(rim)]
 
 
 def _femur(side, params, world, rotation, center_local, head_radius):
