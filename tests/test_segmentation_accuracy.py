@@ -11,32 +11,32 @@ SLACK = 0.02  # Dice may move this much with library versions before a change co
 
 # measured with models/bone3mm when it was trained (see its model.json)
 PINNED_TOTALSEG = {
-    "femur_left": 0.1604,
-    "femur_right": 0.4833,
-    "hip_left": 0.2564,
-    "hip_right": 0.6045,
-    "sacrum": 0.459,
-    "vertebrae_L1": 0.493,
-    "vertebrae_L2": 0.5686,
-    "vertebrae_L3": 0.6028,
-    "vertebrae_L4": 0.594,
-    "vertebrae_L5": 0.5472,
-    "vertebrae_T12": 0.1782,
+    "femur_left": 0.1152,
+    "femur_right": 0.5818,
+    "hip_left": 0.3177,
+    "hip_right": 0.5789,
+    "sacrum": 0.4906,
+    "vertebrae_L1": 0.4234,
+    "vertebrae_L2": 0.3756,
+    "vertebrae_L3": 0.6713,
+    "vertebrae_L4": 0.7689,
+    "vertebrae_L5": 0.6858,
+    "vertebrae_T12": 0.3116,
 }
 PINNED_NAMED_RIGHT = ("vertebrae_T12", "vertebrae_L1", "vertebrae_L2", "vertebrae_L3", "vertebrae_L4",
                       "vertebrae_L5")  # named right on the real CT
 # real/tptbox-l3: L3 Dice measured 0.0, so there is nothing to pin yet (see model.json)
 PINNED_PHANTOM_WORST = {
-    "femur_left": 0.9008,
-    "femur_right": 0.9207,
-    "hip_left": 0.8684,
-    "hip_right": 0.8599,
-    "sacrum": 0.9395,
-    "vertebrae_L2": 0.6592,
-    "vertebrae_L3": 0.8147,
-    "vertebrae_L4": 0.8466,
-    "vertebrae_L5": 0.8582,
-    "vertebrae_T12": 0.2195,
+    "femur_left": 0.9389,
+    "femur_right": 0.9375,
+    "hip_left": 0.8736,
+    "hip_right": 0.8737,
+    "sacrum": 0.9484,
+    "vertebrae_L2": 0.8018,
+    "vertebrae_L3": 0.8359,
+    "vertebrae_L4": 0.8644,
+    "vertebrae_L5": 0.8935,
+    "vertebrae_T12": 0.3601,
 }
 
 
