@@ -28,7 +28,8 @@ bench: setup
 	$(BIN)/python -m pip install --quiet --no-deps dynamic-network-architectures==0.4.4
 	$(BIN)/python -m benchmarks
 
-# the shipped model, from scratch (4000 steps: about 1.5 hours on this project's 2 CPU cores), then its measured accuracy in model.json
+# the shipped model from scratch (4000 steps, about 1.5 hours on this project's 2 CPU cores),
+# then its measured accuracy in model.json
 model: setup
 	rm -rf models/bone3mm
 	$(BIN)/recon train -o models/bone3mm
