@@ -1,7 +1,8 @@
 """``recon.segment``: bones of a CT by the shipped network, on the input's own grid.
 
 The CT is resampled (averaged, where it is finer) onto an axis-aligned LPS grid at the model's spacing, the
-network runs in sliding windows, levels are made consistent (``levels.py``), and each label returns to the input
+network runs in sliding windows, levels are made consistent (``levels.py``), bone the network left out is given
+to its neighbouring label (``bone_fill.py``), and each label returns to the input
 grid by interpolating its class score linearly, one label at a time on its own bounding box: smooth boundaries
 without ever holding full-resolution scores for every class (only one running maximum and the uint8 labels).
 """
@@ -16,6 +17,7 @@ from scipy import ndimage
 from recon.anatomy import LABEL_IDS, is_vertebra
 from recon.geometry import Grid
 from recon.resample import canonical_grid, resample_array, resample_volume
+from recon.segmentation.bone_fill import fill_bone
 from recon.segmentation.levels import assign_levels
 from recon.segmentation.model import Model, load_model
 from recon.segmentation.totalseg import TOTALSEGMENTATOR, run_totalsegmentator
@@ -31,28 +33,32 @@ def segment(volume: Volume, *, model: Model | str | None = None) -> LabelMap:
         return run_totalsegmentator(volume)
     model = model if isinstance(model, Model) else load_model(model)
     grid = canonical_grid(volume.grid, model.spacing_mm)
-    image = normalise(resample_volume(volume, grid), model.card["intensity"])
+    hu = resample_volume(volume, grid)
+    image = normalise(hu, model.card["intensity"])
     device = next(model.network.parameters()).device.type  # windows run where the network lives
     scores = predict_scores(model.network, image, model.card["patch_voxels"], device)
     ids = {c: LABEL_IDS[name] for c, name in enumerate(model.labels) if name in LABEL_IDS}
     classes = scores.argmax(dim=0).numpy().astype(np.uint8)
     classes[~np.isin(classes, list(ids))] = 0  # classes a model learns but recon does not name (other bone)
     levels = assign_levels(classes, model.labels, model.spacing_mm)
-    labels = _onto_grid(levels.classes, scores, grid, volume.grid, model.labels, ids)
+    filled = fill_bone(levels.classes, hu, 1.0 - scores[0].numpy(), model.spacing_mm)
+    labels = _onto_grid(filled, filled != levels.classes, scores, grid, volume.grid, model.labels, ids)
     present = set(np.unique(labels).tolist()) - {0}
     names = {ids[c]: model.labels[c] for c in ids if ids[c] in present}
     confidence = {ids[c]: value for c, value in levels.confidence.items() if ids[c] in present}
     return LabelMap(volume.grid, labels, names, confidence)
 
 
-def _onto_grid(classes: np.ndarray, scores: torch.Tensor, source: Grid, target: Grid, names: list[str],
-               ids: dict[int, int]) -> np.ndarray:
+def _onto_grid(classes: np.ndarray, filled: np.ndarray, scores: torch.Tensor, source: Grid, target: Grid,
+               names: list[str], ids: dict[int, int]) -> np.ndarray:
+    """Labels on ``target``; a voxel that ``fill_bone`` gave a label (``filled``) holds it with full score."""
     spine = sum(scores[c] for c, name in enumerate(names) if is_vertebra(name)).numpy()
     best = np.full(target.shape, 0.5, np.float32)  # a label must beat background to claim a voxel
     labels = np.zeros(target.shape, compact_label_dtype(np.array(list(ids.values()) or [0])))
     for c, box in label_bounding_boxes(classes).items():
         region = ndimage.binary_dilation(classes == c, iterations=1)
         score = np.where(region, spine if is_vertebra(names[c]) else scores[c].numpy(), 0).astype(np.float32)
+        score[filled & (classes == c)] = 1.0
         window = _target_window(source, box, target)
         if window is None:
             continue

@@ -1,0 +1,79 @@
+"""Bone the network left as background goes to the label it adjoins, and only bone does."""
+
+import numpy as np
+
+from recon.segmentation.bone_fill import BONE_HU, MIN_BONE_SCORE, REACH_MM, fill_bone
+
+SPACING = 3.0
+SOFT_HU, CORTEX_HU, MARROW_HU = 40.0, 600.0, -20.0
+
+
+def ct_with_bones(*boxes, shape=(30, 30, 30)):
+    """Soft tissue with bright boxes (i, j, k slices): bone as a network at 3 mm would see it."""
+    hu = np.full(shape, SOFT_HU, np.float32)
+    for box in boxes:
+        hu[box] = CORTEX_HU
+    return hu
+
+
+def sure_bone(hu):
+    """The network's bone score: some wherever the CT is bright."""
+    return np.where(hu > BONE_HU, 0.5, 0.0).astype(np.float32)
+
+
+def test_a_bone_the_network_found_in_part_is_filled_out_marrow_included():
+    box = np.s_[5:16, 8:20, 8:20]
+    hu = ct_with_bones(box)
+    hu[8:14, 11:17, 11:17] = MARROW_HU  # fatty marrow inside the cortex, darker than the soft tissue around
+    classes = np.zeros(hu.shape, np.uint8)
+    classes[5:12, 8:20, 8:20] = 9  # within reach of the whole bone
+    score = np.zeros(hu.shape, np.float32)
+    score[box] = 2 * MIN_BONE_SCORE  # the network thought the missed part might be bone
+    filled = fill_bone(classes, hu, score, SPACING)
+    assert np.all(filled[box] == 9)
+    assert np.count_nonzero(filled) == np.count_nonzero(hu > BONE_HU) + 6 * 6 * 6
+
+
+def test_two_bones_meet_where_the_ct_is_darkest_between_them():
+    hu = ct_with_bones(np.s_[5:25, 10:20, 2:20])
+    hu[5:25, 10:20, 11] = BONE_HU + 20  # a disc or joint space, dim but still above the bone threshold
+    classes = np.zeros(hu.shape, np.uint8)
+    classes[5:25, 10:20, 3:8] = 6
+    classes[5:25, 10:20, 14:19] = 5
+    filled = fill_bone(classes, hu, sure_bone(hu), SPACING)
+    assert np.all(filled[5:25, 10:20, 2:11] == 6) and np.all(filled[5:25, 10:20, 12:20] == 5)
+
+
+def test_bright_tissue_and_enclosed_spaces_the_network_calls_background_with_certainty_stay_background():
+    hu = ct_with_bones(np.s_[5:25, 5:12, 5:25], np.s_[5:25, 12:16, 5:25])  # a bone and a contrast vessel on it
+    classes = np.zeros(hu.shape, np.uint8)
+    classes[5:25, 5:9, 5:25] = 7
+    score = sure_bone(hu)
+    score[:, 12:16] = MIN_BONE_SCORE / 2
+    filled = fill_bone(classes, hu, score, SPACING)
+    assert np.all(filled[5:25, 5:12, 5:25] == 7)
+    assert not filled[:, 12:16].any()
+    hu[10:20, 7:10, 10:20] = SOFT_HU  # a canal inside the bone, as a vertebral arch encloses in axial slices
+    score[10:20, 7:10, 10:20] = 0.0
+    assert not fill_bone(classes, hu, score, SPACING)[10:20, 9, 10:20].any()
+
+
+def test_bone_out_of_reach_of_every_label_stays_background():
+    reach = int(REACH_MM // SPACING)
+    hu = ct_with_bones(np.s_[2:28, 2:6, 5:25])
+    classes = np.zeros(hu.shape, np.uint8)
+    classes[2:4, 2:6, 5:25] = 8
+    filled = fill_bone(classes, hu, sure_bone(hu), SPACING)
+    assert np.all(filled[2:4 + reach, 2:6, 5:25] == 8)
+    assert not filled[4 + reach:, 2:6, 5:25].any()
+
+
+def test_voxels_the_network_labelled_keep_their_label_and_nothing_labelled_means_nothing_filled():
+    hu = ct_with_bones(np.s_[5:25, 5:25, 5:25])
+    classes = np.zeros(hu.shape, np.uint8)
+    classes[0:3, 0:3, 0:3] = 4  # a label in soft tissue
+    classes[10:12, 10:12, 10:12] = 3
+    filled = fill_bone(classes, hu, sure_bone(hu), SPACING)
+    assert np.all(filled[0:3, 0:3, 0:3] == 4) and np.all(filled[10:12, 10:12, 10:12] == 3)
+    empty = np.zeros(hu.shape, np.uint8)
+    assert not fill_bone(empty, hu, sure_bone(hu), SPACING).any()
