@@ -84,6 +84,21 @@ def test_a_vertebra_split_between_two_levels_stays_one_instance_and_specks_go():
     assert result.classes[0, 0, 0] == 0 and result.classes[12, 12, 75] == LABEL_IDS["sacrum"]
 
 
+def test_vertebrae_joined_in_one_piece_are_cut_at_their_discs_whatever_level_the_network_gave_them():
+    classes = spine(["vertebrae_L4", "vertebrae_L3", "vertebrae_L3"], (20, 20, 40))
+    for k in range(3):  # posterior elements bridge each disc: one connected piece, narrow at the discs
+        classes[12:14, 12:14, 10 + 10 * k:13 + 10 * k] = classes[10, 10, 6 + 10 * k]
+    result = assign_levels(classes, LABELS, SPACING)
+    assert names_from_inferior(result, (20, 20, 40)) == ["vertebrae_L4", "vertebrae_L3", "vertebrae_L2"]
+
+
+def test_two_levels_with_no_disc_between_them_in_the_ct_are_still_split_by_the_network():
+    classes = spine(["vertebrae_L5", "vertebrae_L4", "vertebrae_L3"], (20, 20, 40))
+    classes[5:15, 5:15, 10:13] = LABEL_IDS["vertebrae_L5"]  # L5 and L4 fused: no narrowing, 68 mm tall
+    result = assign_levels(classes, LABELS, 4.0)
+    assert names_from_inferior(result, (20, 20, 40)) == ["vertebrae_L5", "vertebrae_L4", "vertebrae_L3"]
+
+
 def tiny_model(tmp_path):
     torch.manual_seed(0)
     spec = {"name": "UNet", "channels": [4, 8], "strides": [2], "num_res_units": 0}

@@ -13,15 +13,15 @@ SLACK = 0.02  # Dice may move this much with library versions before a change co
 PINNED_TOTALSEG = {
     "femur_left": 0.1592,
     "femur_right": 0.6289,
-    "hip_left": 0.4253,
-    "hip_right": 0.7153,
+    "hip_left": 0.4237,
+    "hip_right": 0.7138,
     "sacrum": 0.5212,
-    "vertebrae_L1": 0.4691,
-    "vertebrae_L2": 0.4279,
-    "vertebrae_L3": 0.7152,
-    "vertebrae_L4": 0.8052,
-    "vertebrae_L5": 0.7084,
-    "vertebrae_T12": 0.3603,
+    "vertebrae_L1": 0.6161,
+    "vertebrae_L2": 0.7358,
+    "vertebrae_L3": 0.7715,
+    "vertebrae_L4": 0.7955,
+    "vertebrae_L5": 0.6959,
+    "vertebrae_T12": 0.5625,
 }
 PINNED_NAMED_RIGHT = ("vertebrae_T12", "vertebrae_L1", "vertebrae_L2", "vertebrae_L3", "vertebrae_L4",
                       "vertebrae_L5")  # named right on the real CT
@@ -32,11 +32,11 @@ PINNED_PHANTOM_WORST = {
     "hip_left": 0.8755,
     "hip_right": 0.875,
     "sacrum": 0.9491,
-    "vertebrae_L2": 0.7964,
+    "vertebrae_L2": 0.8776,
     "vertebrae_L3": 0.8453,
     "vertebrae_L4": 0.8762,
     "vertebrae_L5": 0.9017,
-    "vertebrae_T12": 0.44,
+    "vertebrae_T12": 0.5757,
 }
 
 

@@ -2,11 +2,15 @@
 
 - Pelvis and femur labels keep their connected pieces of at least ``MIN_PIECE_SHARE`` of the largest piece
   (a fractured bone keeps its fragments; specks go).
-- Vertebrae become instances: the pieces of all vertebra voxels together, split by the network's level where a
-  piece holds several levels, and pieces whose centres lie closer than ``SAME_LEVEL_MM`` along the body axis
-  merged. Instances are ordered from inferior to superior and named with consecutive levels (no two L3s, no
-  gap between L2 and L4): the run of consecutive instances and the levels up from its lowest that agree with
-  most of the network's voxel votes (fewest instances on a tie). Instances outside the run (stray pieces in
+- Vertebrae become instances: the pieces of all vertebra voxels together, cut at their discs (axial slices
+  where a piece narrows to its posterior elements), a slab still too tall for one vertebra split by the
+  network's levels, and parts whose centres lie closer than ``SAME_LEVEL_MM`` along the body axis merged. The
+  network's levels are least reliable where it is least sure of the anatomy, so the CT's discs, not its
+  levels, draw the borders wherever they show. Instances are ordered from inferior to superior and named with
+  consecutive levels (no two L3s, no gap between L2 and L4): the run of consecutive instances and the levels
+  up from its lowest that agree with most of the network's voxel votes, each instance in the run counting
+  ``INSTANCE_WEIGHT`` of its size besides (a whole vertebra the network named after its neighbour is still
+  named; fewest instances on a tie). Instances outside the run (stray pieces in
   the pelvis below L5, or above the labelled levels) go back to background; the run names the levels right
   when the field of view cuts off the top or the bottom.
 - Each level's confidence is the share of its voxels that the network itself gave that level.
@@ -17,11 +21,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, signal
 
 MIN_PIECE_SHARE = 0.1
 MIN_VERTEBRA_ML = 1.0
 SAME_LEVEL_MM = 12.0
+VERTEBRA_HEIGHT_MM = 30.0
+MIN_DISC_GAP_MM = 18.0
+DISC_AREA_SHARE = 0.6
+MAX_VERTEBRA_SLAB_MM = 55.0
+INSTANCE_WEIGHT = 0.1  # each vertebra in the run counts a tenth of its size, whatever the network named it
 CONNECTED = ndimage.generate_binary_structure(3, 3)
 
 
@@ -65,10 +74,14 @@ def _vertebra_instances(classes, vertebra_classes, min_voxels: int, spacing_mm: 
     parts = []
     for piece in range(1, count + 1):
         inside = pieces == piece
-        for c in vertebra_classes:
-            part = inside & (classes == c)
-            if np.count_nonzero(part) >= min_voxels // 4:
-                parts.append(part)
+        for slab in _slabs(inside, _disc_slices(inside, spacing_mm)):
+            if _extent_mm(slab, spacing_mm) <= MAX_VERTEBRA_SLAB_MM:
+                parts.append(slab)
+                continue
+            for c in vertebra_classes:  # a disc the CT did not show: the network's levels split the slab
+                part = slab & (classes == c)
+                if np.count_nonzero(part) >= min_voxels // 4:
+                    parts.append(part)
     parts.sort(key=_height)
     merged: list[np.ndarray] = []
     for part in parts:
@@ -77,6 +90,37 @@ def _vertebra_instances(classes, vertebra_classes, min_voxels: int, spacing_mm: 
         else:
             merged.append(part)
     return [mask for mask in merged if np.count_nonzero(mask) >= min_voxels]
+
+
+def _disc_slices(piece: np.ndarray, spacing_mm: float) -> list[int]:
+    """Axial slices (index axis 2) where ``piece`` narrows to a disc level: a minimum of its area per slice at
+    most ``DISC_AREA_SHARE`` of the largest areas within ``VERTEBRA_HEIGHT_MM`` below and above it (only the
+    posterior elements cross a disc level), at least ``MIN_DISC_GAP_MM`` apart."""
+    area = ndimage.gaussian_filter1d(piece.sum(axis=(0, 1)).astype(float), 1.0)
+    reach = max(1, round(VERTEBRA_HEIGHT_MM / spacing_mm))
+    minima, _ = signal.find_peaks(-area, distance=max(1, round(MIN_DISC_GAP_MM / spacing_mm)))
+    discs = []
+    for k in minima:
+        below, above = area[max(0, k - reach):k].max(initial=0), area[k + 1:k + 1 + reach].max(initial=0)
+        if area[k] <= DISC_AREA_SHARE * min(below, above):
+            discs.append(int(k))
+    return discs
+
+
+def _slabs(piece: np.ndarray, discs: list[int]) -> list[np.ndarray]:
+    """``piece`` cut at each disc slice (the slice itself joins the vertebra above)."""
+    edges = [0, *discs, piece.shape[2]]
+    slabs = []
+    for low, high in zip(edges[:-1], edges[1:]):
+        slab = np.zeros_like(piece)
+        slab[:, :, low:high] = piece[:, :, low:high]
+        slabs.append(slab)
+    return slabs
+
+
+def _extent_mm(mask: np.ndarray, spacing_mm: float) -> float:
+    heights = np.flatnonzero(mask.any(axis=(0, 1)))
+    return float(heights[-1] - heights[0] + 1) * spacing_mm if heights.size else 0.0
 
 
 def _height(mask: np.ndarray) -> float:
@@ -90,6 +134,7 @@ def _best_levels(instances, classes, vertebra_classes) -> list[int]:
     ``vertebra_classes`` run from superior (T11) to inferior (L5), as recon's vocabulary lists them."""
     inferior_first = list(reversed(vertebra_classes))
     votes = np.array([[np.count_nonzero(classes[mask] == c) for c in inferior_first] for mask in instances])
+    votes = votes + INSTANCE_WEIGHT * np.array([[np.count_nonzero(mask)] for mask in instances])
     best, best_key = (0, 0, 0), (-1, 0)
     for start in range(len(instances)):
         for first in range(len(inferior_first)):
