@@ -145,6 +145,33 @@ def test_classes_recon_does_not_name_are_never_output(tmp_path):
     assert not labels.labels.any() and labels.names == {}
 
 
+def test_the_bone_fill_never_grows_a_bone_into_what_the_network_calls_other_bone(tmp_path):
+    from recon.segmentation.infer import segment
+    from recon.segmentation.model import Model
+
+    classes = labels_for({"other_bone_class": True})
+
+    class FemurBesideRibs(torch.nn.Module):  # 700 HU: femur; 1500 HU: other bone; the rest: background
+        def __init__(self):
+            super().__init__()
+            self.unused = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, image):
+            scores = torch.zeros((image.shape[0], len(classes), *image.shape[2:]))
+            bright, brighter = (image[:, 0] > 0.3).float(), (image[:, 0] > 1.0).float()
+            scores[:, classes.index("femur_left")] = 50 * (bright - brighter)
+            scores[:, classes.index(OTHER_BONE)] = 50 * brighter
+            scores[:, 0] = 50 * (1 - bright)
+            return scores
+
+    card = {**load_model(tiny_model(tmp_path)).card, "labels": classes}
+    grid = Grid((40, 36, 30), (4.0, 4.0, 4.0), (0.0, 0.0, 0.0))
+    hu = np.select([np.indices(grid.shape)[0] > 11, np.indices(grid.shape)[0] > 4], [1500, 700], 0).astype(np.int16)
+    labels = segment(Volume(grid, hu), model=Model(FemurBesideRibs().eval(), card))
+    assert set(labels.names.values()) == {"femur_left"}
+    assert labels.labels[6:11].all() and not labels.labels[13:].any()
+
+
 def test_models_load_only_from_safetensors_with_a_matching_hash(tmp_path):
     folder = tiny_model(tmp_path)
     assert load_model(folder).labels == LABELS

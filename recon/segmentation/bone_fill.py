@@ -6,9 +6,9 @@ calibrated: this step takes the voxels above ``BONE_HU`` (cortex and dense cance
 where each voxel averages what it covers), fills the marrow they enclose, and floods that mask from the
 network's labels (scikit-image's marker watershed on the inverted HU, so two bones meet where the CT is
 darkest between them: a disc, a joint space). Only bone within ``REACH_MM`` of a label and where the network
-gave bone (any bone class) at least ``MIN_BONE_SCORE`` is taken, so a contrast-filled vessel or bowel beside a
-vertebra, which the network calls background with near certainty, stays background. Voxels the network
-labelled keep their label.
+gave recon's bones together at least ``MIN_BONE_SCORE`` is taken, so a contrast-filled vessel or bowel beside a
+vertebra, which the network calls background with near certainty, stays background, and so does a rib, which
+it calls other bone. Voxels the network labelled keep their label.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ MIN_BONE_SCORE = 0.05
 def fill_bone(classes: np.ndarray, hu: np.ndarray, bone_score: np.ndarray, spacing_mm: float) -> np.ndarray:
     """``classes`` (uint8, 0 background) with the enclosed and adjoining bone of each label added to it.
 
-    ``hu`` is the CT and ``bone_score`` the network's summed probability of every bone class, both on the
-    same grid as ``classes`` (isotropic, ``spacing_mm``)."""
+    ``hu`` is the CT and ``bone_score`` the network's summed probability of recon's bones, both on the same
+    grid as ``classes`` (isotropic, ``spacing_mm``)."""
     labelled = classes > 0
     if not labelled.any():
         return classes

@@ -41,7 +41,8 @@ def segment(volume: Volume, *, model: Model | str | None = None) -> LabelMap:
     classes = scores.argmax(dim=0).numpy().astype(np.uint8)
     classes[~np.isin(classes, list(ids))] = 0  # classes a model learns but recon does not name (other bone)
     levels = assign_levels(classes, model.labels, model.spacing_mm)
-    filled = fill_bone(levels.classes, hu, 1.0 - scores[0].numpy(), model.spacing_mm)
+    named_bone = scores[sorted(ids)].sum(dim=0).numpy()  # other bone (ribs, upper vertebrae) is not ours to fill
+    filled = fill_bone(levels.classes, hu, named_bone, model.spacing_mm)
     labels = _onto_grid(filled, filled != levels.classes, scores, grid, volume.grid, model.labels, ids)
     present = set(np.unique(labels).tolist()) - {0}
     names = {ids[c]: model.labels[c] for c in ids if ids[c] in present}
