@@ -166,7 +166,8 @@ def test_the_bone_fill_never_grows_a_bone_into_what_the_network_calls_other_bone
 
     card = {**load_model(tiny_model(tmp_path)).card, "labels": classes}
     grid = Grid((40, 36, 30), (4.0, 4.0, 4.0), (0.0, 0.0, 0.0))
-    hu = np.select([np.indices(grid.shape)[0] > 11, np.indices(grid.shape)[0] > 4], [1500, 700], 0).astype(np.int16)
+    i = np.indices(grid.shape)[0]
+    hu = np.select([i > 11, i > 4], [1500, 700], 0).astype(np.int16)
     labels = segment(Volume(grid, hu), model=Model(FemurBesideRibs().eval(), card))
     assert set(labels.names.values()) == {"femur_left"}
     assert labels.labels[6:11].all() and not labels.labels[13:].any()

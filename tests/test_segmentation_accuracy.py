@@ -13,15 +13,15 @@ SLACK = 0.02  # Dice may move this much with library versions before a change co
 PINNED_TOTALSEG = {
     "femur_left": 0.1591,
     "femur_right": 0.6289,
-    "hip_left": 0.4226,
-    "hip_right": 0.7128,
-    "sacrum": 0.5211,
-    "vertebrae_L1": 0.6161,
-    "vertebrae_L2": 0.7358,
+    "hip_left": 0.4233,
+    "hip_right": 0.7144,
+    "sacrum": 0.521,
+    "vertebrae_L1": 0.617,
+    "vertebrae_L2": 0.7345,
     "vertebrae_L3": 0.7715,
-    "vertebrae_L4": 0.7955,
-    "vertebrae_L5": 0.6983,
-    "vertebrae_T12": 0.5625,
+    "vertebrae_L4": 0.8008,
+    "vertebrae_L5": 0.7084,
+    "vertebrae_T12": 0.5629,
 }
 PINNED_NAMED_RIGHT = ("vertebrae_T12", "vertebrae_L1", "vertebrae_L2", "vertebrae_L3", "vertebrae_L4",
                       "vertebrae_L5")  # named right on the real CT

@@ -5,14 +5,14 @@
 - Vertebrae become instances: the pieces of all vertebra voxels together, cut at their discs (axial slices
   where a piece narrows to its posterior elements), a slab still too tall for one vertebra split by the
   network's levels, and parts whose centres lie closer than ``SAME_LEVEL_MM`` along the body axis merged. The
-  network's levels are least reliable where it is least sure of the anatomy, so the CT's discs, not its
-  levels, draw the borders wherever they show. Instances are ordered from inferior to superior and named with
-  consecutive levels (no two L3s, no gap between L2 and L4): the run of consecutive instances and the levels
-  up from its lowest that agree with most of the network's voxel votes, each instance in the run counting
+  network's levels are least reliable where it is least sure of the anatomy, so the CT's discs, not its levels,
+  draw the borders wherever they show. Instances are ordered from inferior to superior and named with
+  consecutive levels (no two L3s, no gap between L2 and L4): the run of consecutive instances and the levels up
+  from its lowest that agree with most of the network's voxel votes, each instance in the run counting
   ``INSTANCE_WEIGHT`` of its size besides (a whole vertebra the network named after its neighbour is still
-  named; fewest instances on a tie). Instances outside the run (stray pieces in
-  the pelvis below L5, or above the labelled levels) go back to background; the run names the levels right
-  when the field of view cuts off the top or the bottom.
+  named; fewest instances on a tie). Instances outside the run (stray pieces in the pelvis below L5, or above
+  the labelled levels) go back to background; the run names the levels right when the field of view cuts off
+  the top or the bottom.
 - Each level's confidence is the share of its voxels that the network itself gave that level.
 """
 
@@ -76,12 +76,10 @@ def _vertebra_instances(classes, vertebra_classes, min_voxels: int, spacing_mm: 
         inside = pieces == piece
         for slab in _slabs(inside, _disc_slices(inside, spacing_mm)):
             if _extent_mm(slab, spacing_mm) <= MAX_VERTEBRA_SLAB_MM:
-                parts.append(slab)
-                continue
-            for c in vertebra_classes:  # a disc the CT did not show: the network's levels split the slab
-                part = slab & (classes == c)
-                if np.count_nonzero(part) >= min_voxels // 4:
-                    parts.append(part)
+                candidates = [slab]
+            else:  # a disc the CT did not show: the network's levels split the slab
+                candidates = [slab & (classes == c) for c in vertebra_classes]
+            parts += [part for part in candidates if np.count_nonzero(part) >= min_voxels // 4]
     parts.sort(key=_height)
     merged: list[np.ndarray] = []
     for part in parts:
@@ -96,7 +94,7 @@ def _disc_slices(piece: np.ndarray, spacing_mm: float) -> list[int]:
     """Axial slices (index axis 2) where ``piece`` narrows to a disc level: a minimum of its area per slice at
     most ``DISC_AREA_SHARE`` of the largest areas within ``VERTEBRA_HEIGHT_MM`` below and above it (only the
     posterior elements cross a disc level), at least ``MIN_DISC_GAP_MM`` apart."""
-    area = ndimage.gaussian_filter1d(piece.sum(axis=(0, 1)).astype(float), 1.0)
+    area = ndimage.gaussian_filter1d(piece.sum(axis=(0, 1)).astype(float), 1.0)  # one slice: noise, not discs
     reach = max(1, round(VERTEBRA_HEIGHT_MM / spacing_mm))
     minima, _ = signal.find_peaks(-area, distance=max(1, round(MIN_DISC_GAP_MM / spacing_mm)))
     discs = []
