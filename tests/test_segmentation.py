@@ -34,6 +34,11 @@ def spine(levels_from_inferior, shape=(20, 20, 90)):
     return classes
 
 
+def levels_of(classes, spacing_mm=SPACING, hu=None):
+    """The post-processing on ``classes``, with a CT that is bone wherever the network saw vertebra."""
+    return assign_levels(classes, LABELS, spacing_mm, np.where(classes > 0, 400.0, 40.0) if hu is None else hu)
+
+
 def names_from_inferior(result, shape=(20, 20, 90)):
     return [LABELS[result.classes[10, 10, 6 + 10 * k]] for k in range(shape[2] // 10 - 1)
             if result.classes[10, 10, 6 + 10 * k]]
@@ -41,14 +46,14 @@ def names_from_inferior(result, shape=(20, 20, 90)):
 
 def test_consistent_levels_are_kept():
     levels = ["vertebrae_L5", "vertebrae_L4", "vertebrae_L3", "vertebrae_L2", "vertebrae_L1"]
-    result = assign_levels(spine(levels), LABELS, SPACING)
+    result = levels_of(spine(levels))
     assert names_from_inferior(result) == levels
     assert all(value == 1.0 for value in result.confidence.values())
 
 
 def test_a_duplicated_level_is_renamed_to_close_the_sequence():
     said = ["vertebrae_L5", "vertebrae_L4", "vertebrae_L4", "vertebrae_L2", "vertebrae_L1"]
-    result = assign_levels(spine(said), LABELS, SPACING)
+    result = levels_of(spine(said))
     assert names_from_inferior(result) == ["vertebrae_L5", "vertebrae_L4", "vertebrae_L3", "vertebrae_L2",
                                            "vertebrae_L1"]
     assert result.confidence[LABEL_IDS["vertebrae_L3"]] == 0.0  # the network never said L3 there
@@ -56,7 +61,7 @@ def test_a_duplicated_level_is_renamed_to_close_the_sequence():
 
 def test_a_field_of_view_cut_at_the_bottom_names_by_the_majority():
     said = ["vertebrae_L4", "vertebrae_L2", "vertebrae_L2", "vertebrae_L1", "vertebrae_T12"]
-    result = assign_levels(spine(said), LABELS, SPACING)
+    result = levels_of(spine(said))
     assert names_from_inferior(result) == ["vertebrae_L4", "vertebrae_L3", "vertebrae_L2", "vertebrae_L1",
                                            "vertebrae_T12"]
 
@@ -68,7 +73,7 @@ def test_stray_pieces_below_l5_and_above_the_top_level_go_back_to_background():
     below[8:12, 8:12, 2:6] = LABEL_IDS["vertebrae_T11"]  # a stray piece in the pelvis, 64 voxels
     classes = np.concatenate([below, spine(levels, (20, 20, 100))], axis=2)
     classes[8:12, 8:12, 94:98] = LABEL_IDS["vertebrae_L3"]  # and one above T11
-    result = assign_levels(classes, LABELS, SPACING)
+    result = levels_of(classes)
     assert [LABELS[result.classes[10, 10, 16 + 10 * k]] for k in range(len(levels))] == levels
     assert not result.classes[8:12, 8:12, 2:6].any() and not result.classes[8:12, 8:12, 94:98].any()
 
@@ -79,7 +84,7 @@ def test_a_vertebra_split_between_two_levels_stays_one_instance_and_specks_go():
     classes[0, 0, 0] = LABEL_IDS["sacrum"]
     classes[2:4, 2:4, 60:62] = LABEL_IDS["sacrum"]
     classes[10:19, 10:19, 70:80] = LABEL_IDS["sacrum"]
-    result = assign_levels(classes, LABELS, SPACING)
+    result = levels_of(classes)
     assert names_from_inferior(result, (20, 20, 40)) == ["vertebrae_L5", "vertebrae_L4", "vertebrae_L3"]
     assert result.classes[0, 0, 0] == 0 and result.classes[12, 12, 75] == LABEL_IDS["sacrum"]
 
@@ -88,14 +93,26 @@ def test_vertebrae_joined_in_one_piece_are_cut_at_their_discs_whatever_level_the
     classes = spine(["vertebrae_L4", "vertebrae_L3", "vertebrae_L3"], (20, 20, 40))
     for k in range(3):  # posterior elements bridge each disc: one connected piece, narrow at the discs
         classes[12:14, 12:14, 10 + 10 * k:13 + 10 * k] = classes[10, 10, 6 + 10 * k]
-    result = assign_levels(classes, LABELS, SPACING)
+    result = levels_of(classes)
     assert names_from_inferior(result, (20, 20, 40)) == ["vertebrae_L4", "vertebrae_L3", "vertebrae_L2"]
+
+
+def test_a_process_reaching_past_the_disc_level_stays_with_its_own_vertebra():
+    classes = spine(["vertebrae_L4", "vertebrae_L3"], (20, 20, 30))
+    classes[5:15, 16:19, 9:20] = LABEL_IDS["vertebrae_L3"]  # L3's inferior process, hanging down beside L4
+    classes[5:15, 15, 9:13] = LABEL_IDS["vertebrae_L4"]  # the joint between them, which the network took for bone
+    hu = np.where(classes > 0, 400.0, 40.0)
+    hu[5:15, 16:19] = np.where(classes[5:15, 16:19] > 0, 800.0, 40.0)  # the process's cortex
+    hu[5:15, 15, 9:13] = 60.0
+    result = levels_of(classes, hu=hu)
+    assert np.all(result.classes[5:15, 16:19, 9:20] == LABEL_IDS["vertebrae_L3"])
+    assert np.all(result.classes[5:15, 5:15, 3:10] == LABEL_IDS["vertebrae_L4"])
 
 
 def test_two_levels_with_no_disc_between_them_in_the_ct_are_still_split_by_the_network():
     classes = spine(["vertebrae_L5", "vertebrae_L4", "vertebrae_L3"], (20, 20, 40))
     classes[5:15, 5:15, 10:13] = LABEL_IDS["vertebrae_L5"]  # L5 and L4 fused: no narrowing, 68 mm tall
-    result = assign_levels(classes, LABELS, 4.0)
+    result = levels_of(classes, 4.0)
     assert names_from_inferior(result, (20, 20, 40)) == ["vertebrae_L5", "vertebrae_L4", "vertebrae_L3"]
 
 

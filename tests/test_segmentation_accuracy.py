@@ -16,12 +16,12 @@ PINNED_TOTALSEG = {
     "hip_left": 0.4233,
     "hip_right": 0.7144,
     "sacrum": 0.521,
-    "vertebrae_L1": 0.617,
-    "vertebrae_L2": 0.7345,
-    "vertebrae_L3": 0.7715,
-    "vertebrae_L4": 0.8008,
+    "vertebrae_L1": 0.6334,
+    "vertebrae_L2": 0.7927,
+    "vertebrae_L3": 0.7846,
+    "vertebrae_L4": 0.8027,
     "vertebrae_L5": 0.7084,
-    "vertebrae_T12": 0.5629,
+    "vertebrae_T12": 0.5573,
 }
 PINNED_NAMED_RIGHT = ("vertebrae_T12", "vertebrae_L1", "vertebrae_L2", "vertebrae_L3", "vertebrae_L4",
                       "vertebrae_L5")  # named right on the real CT
@@ -32,11 +32,11 @@ PINNED_PHANTOM_WORST = {
     "hip_left": 0.874,
     "hip_right": 0.875,
     "sacrum": 0.9491,
-    "vertebrae_L2": 0.8776,
-    "vertebrae_L3": 0.8453,
-    "vertebrae_L4": 0.8762,
+    "vertebrae_L2": 0.8741,
+    "vertebrae_L3": 0.8319,
+    "vertebrae_L4": 0.8723,
     "vertebrae_L5": 0.9017,
-    "vertebrae_T12": 0.5757,
+    "vertebrae_T12": 0.5947,
 }
 
 

@@ -40,7 +40,7 @@ def segment(volume: Volume, *, model: Model | str | None = None) -> LabelMap:
     ids = {c: LABEL_IDS[name] for c, name in enumerate(model.labels) if name in LABEL_IDS}
     classes = scores.argmax(dim=0).numpy().astype(np.uint8)
     classes[~np.isin(classes, list(ids))] = 0  # classes a model learns but recon does not name (other bone)
-    levels = assign_levels(classes, model.labels, model.spacing_mm)
+    levels = assign_levels(classes, model.labels, model.spacing_mm, hu)
     named_bone = scores[sorted(ids)].sum(dim=0).numpy()  # other bone (ribs, upper vertebrae) is not ours to fill
     filled = fill_bone(levels.classes, hu, named_bone, model.spacing_mm)
     labels = _onto_grid(filled, filled != levels.classes, scores, grid, volume.grid, model.labels, ids)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage, signal
+from skimage.segmentation import watershed
 
 MIN_PIECE_SHARE = 0.1
 MIN_VERTEBRA_ML = 1.0
@@ -30,6 +31,7 @@ VERTEBRA_HEIGHT_MM = 30.0
 MIN_DISC_GAP_MM = 18.0
 DISC_AREA_SHARE = 0.6
 MAX_VERTEBRA_SLAB_MM = 55.0
+DISC_BAND_MM = 6.0
 INSTANCE_WEIGHT = 0.1  # each vertebra in the run counts a tenth of its size, whatever the network named it
 CONNECTED = ndimage.generate_binary_structure(3, 3)
 
@@ -40,16 +42,17 @@ class Levels:
     confidence: dict[int, float]  # class -> confidence of a vertebra level
 
 
-def assign_levels(classes: np.ndarray, labels: list[str], spacing_mm: float) -> Levels:
+def assign_levels(classes: np.ndarray, labels: list[str], spacing_mm: float, hu: np.ndarray) -> Levels:
     """``classes`` (argmax, uint8) cleaned and with vertebra levels made consistent; ``labels`` names the
-    classes in order (index 0 background); the grid is axis-aligned LPS, so index axis 2 points superior."""
+    classes in order (index 0 background); ``hu`` is the CT on the same grid, which is axis-aligned LPS, so
+    index axis 2 points superior."""
     vertebra_classes = [c for c, name in enumerate(labels) if name.startswith("vertebrae_")]
     cleaned = np.zeros_like(classes)
     for c in range(1, len(labels)):
         if c not in vertebra_classes:
             cleaned[_kept_pieces(classes == c)] = c
     voxel_ml = spacing_mm**3 / 1000.0
-    instances = _vertebra_instances(classes, vertebra_classes, int(MIN_VERTEBRA_ML / voxel_ml), spacing_mm)
+    instances = _vertebra_instances(classes, vertebra_classes, int(MIN_VERTEBRA_ML / voxel_ml), spacing_mm, hu)
     confidence = {}
     for mask, level in zip(instances, _best_levels(instances, classes, vertebra_classes), strict=True):
         if level:  # instances outside the best run stay background
@@ -67,14 +70,14 @@ def _kept_pieces(mask: np.ndarray) -> np.ndarray:
     return np.isin(pieces, keep)
 
 
-def _vertebra_instances(classes, vertebra_classes, min_voxels: int, spacing_mm: float) -> list[np.ndarray]:
+def _vertebra_instances(classes, vertebra_classes, min_voxels: int, spacing_mm: float, hu) -> list[np.ndarray]:
     """Masks of vertebra instances, ordered from inferior to superior."""
     spine = np.isin(classes, vertebra_classes)
     pieces, count = ndimage.label(spine, structure=CONNECTED)
     parts = []
     for piece in range(1, count + 1):
         inside = pieces == piece
-        for slab in _slabs(inside, _disc_slices(inside, spacing_mm)):
+        for slab in _slabs(inside, _disc_slices(inside, spacing_mm), hu, spacing_mm):
             if _extent_mm(slab, spacing_mm) <= MAX_VERTEBRA_SLAB_MM:
                 candidates = [slab]
             else:  # a disc the CT did not show: the network's levels split the slab
@@ -105,15 +108,21 @@ def _disc_slices(piece: np.ndarray, spacing_mm: float) -> list[int]:
     return discs
 
 
-def _slabs(piece: np.ndarray, discs: list[int]) -> list[np.ndarray]:
-    """``piece`` cut at each disc slice (the slice itself joins the vertebra above)."""
+def _slabs(piece: np.ndarray, discs: list[int], hu: np.ndarray, spacing_mm: float) -> list[np.ndarray]:
+    """``piece`` cut at each disc slice. The slices more than ``DISC_BAND_MM`` from a disc seed their
+    vertebra; the rest (endplates, and the articular and spinous processes that reach past the disc level) go
+    to the seed they reach first through the brightest bone (marker watershed on the inverted HU), so a joint
+    or a ligament, not the slice, parts two vertebrae."""
+    if not discs:
+        return [piece]
     edges = [0, *discs, piece.shape[2]]
-    slabs = []
-    for low, high in zip(edges[:-1], edges[1:]):
-        slab = np.zeros_like(piece)
-        slab[:, :, low:high] = piece[:, :, low:high]
-        slabs.append(slab)
-    return slabs
+    seeds = np.zeros(piece.shape, np.int32)
+    for number, (low, high) in enumerate(zip(edges[:-1], edges[1:]), start=1):
+        band = min(round(DISC_BAND_MM / spacing_mm), (high - low) // 3)
+        core = slice(low + band * (low > 0), high - band * (high < piece.shape[2]))
+        seeds[:, :, core][piece[:, :, core]] = number
+    vertebrae = watershed(-hu, markers=seeds, mask=piece)
+    return [vertebrae == number for number in range(1, len(edges))]
 
 
 def _extent_mm(mask: np.ndarray, spacing_mm: float) -> float:
