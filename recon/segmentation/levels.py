@@ -70,7 +70,8 @@ def _kept_pieces(mask: np.ndarray) -> np.ndarray:
     return np.isin(pieces, keep)
 
 
-def _vertebra_instances(classes, vertebra_classes, min_voxels: int, spacing_mm: float, hu) -> list[np.ndarray]:
+def _vertebra_instances(classes, vertebra_classes, min_voxels: int, spacing_mm: float,
+                        hu: np.ndarray) -> list[np.ndarray]:
     """Masks of vertebra instances, ordered from inferior to superior."""
     spine = np.isin(classes, vertebra_classes)
     pieces, count = ndimage.label(spine, structure=CONNECTED)
@@ -119,7 +120,7 @@ def _slabs(piece: np.ndarray, discs: list[int], hu: np.ndarray, spacing_mm: floa
     seeds = np.zeros(piece.shape, np.int32)
     for number, (low, high) in enumerate(zip(edges[:-1], edges[1:]), start=1):
         band = min(round(DISC_BAND_MM / spacing_mm), (high - low) // 3)
-        core = slice(low + band * (low > 0), high - band * (high < piece.shape[2]))
+        core = slice(low + band * (low > 0), high - band * (high < piece.shape[2]))  # no band at the grid ends
         seeds[:, :, core][piece[:, :, core]] = number
     vertebrae = watershed(-hu, markers=seeds, mask=piece)
     return [vertebrae == number for number in range(1, len(edges))]
