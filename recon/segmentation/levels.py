@@ -32,6 +32,7 @@ MIN_DISC_GAP_MM = 18.0
 DISC_AREA_SHARE = 0.6
 MAX_VERTEBRA_SLAB_MM = 55.0
 DISC_BAND_MM = 6.0
+AREA_SMOOTHING_MM = 3.0  # a slice's worth of noise in the area profile is not a disc
 INSTANCE_WEIGHT = 0.1  # each vertebra in the run counts a tenth of its size, whatever the network named it
 CONNECTED = ndimage.generate_binary_structure(3, 3)
 
@@ -98,7 +99,7 @@ def _disc_slices(piece: np.ndarray, spacing_mm: float) -> list[int]:
     """Axial slices (index axis 2) where ``piece`` narrows to a disc level: a minimum of its area per slice at
     most ``DISC_AREA_SHARE`` of the largest areas within ``VERTEBRA_HEIGHT_MM`` below and above it (only the
     posterior elements cross a disc level), at least ``MIN_DISC_GAP_MM`` apart."""
-    area = ndimage.gaussian_filter1d(piece.sum(axis=(0, 1)).astype(float), 1.0)  # one slice: noise, not discs
+    area = ndimage.gaussian_filter1d(piece.sum(axis=(0, 1)).astype(float), AREA_SMOOTHING_MM / spacing_mm)
     reach = max(1, round(VERTEBRA_HEIGHT_MM / spacing_mm))
     minima, _ = signal.find_peaks(-area, distance=max(1, round(MIN_DISC_GAP_MM / spacing_mm)))
     discs = []
