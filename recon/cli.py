@@ -152,6 +152,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="training configuration JSON (default: recon's own)")
     train.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     train.add_argument("--resume", action="store_true", help="continue the run in OUT from its last checkpoint")
+    train.add_argument("--init", metavar="MODEL", help="start from this trained model's weights (fine-tuning)")
     train.set_defaults(command=_train)
 
     run = commands.add_parser(
@@ -470,7 +471,7 @@ def _train(args: argparse.Namespace) -> int:
     from recon.segmentation.train import train
 
     folder = train(args.output, steps=args.steps, seed=args.seed, resume=args.resume, device=args.device,
-                   data=args.data, config_path=args.config)
+                   data=args.data, config_path=args.config, init=args.init)
     print(f"wrote {folder}/model.safetensors and model.json")
     return 0
 

@@ -154,3 +154,27 @@ def test_the_spine_runs_on_above_t11_as_unlabelled_vertebrae_with_ribs():
     assert np.array_equal(np.where(other, 0, labelled.labels.labels), phantom.labels.labels)
     assert np.mean(other[tuple(index[inside].T)][hu > 150]) > 0.6  # bodies, not their blurred edges
     assert np.median(phantom.ct.hu[other]) > 150
+
+
+def test_a_hip_replacement_is_metal_in_the_bones_that_hold_it_streaks_its_slices_and_changes_nothing_else():
+    plain, replaced = make_phantom(1), make_phantom(1, hip_replacement_probability=1.0)  # both hips in view
+    assert plain.truth["generator"]["parameters"]["hip_replacements"] == []
+    assert replaced.truth["generator"]["parameters"]["hip_replacements"] == ["left", "right"]
+    assert not (plain.ct.hu > 2400).any()
+    metal = replaced.ct.hu > 2400
+    holders = {"hip_left", "hip_right", "femur_left", "femur_right"}
+    assert set(np.unique(replaced.labels.labels[metal]).tolist()) == {LABEL_IDS[name] for name in holders}
+    grid = replaced.labels.grid
+    for side, hip in replaced.truth["hips"].items():  # the native head is resected; a smaller ball replaces it
+        center = np.asarray(hip["femoral_head_center_lps_mm"])
+        femur = grid.index_to_lps(np.argwhere(replaced.labels.labels == LABEL_IDS[f"femur_{side}"]))
+        head_top = femur[femur[:, 2] > center[2] + 5]
+        assert np.linalg.norm(head_top - center, axis=1).min() < 18.0 + max(grid.spacing_mm)
+        assert np.linalg.norm(head_top - center, axis=1).max() < hip["femoral_head_radius_mm"] - 1.0
+    metal_slices = np.flatnonzero(metal.any(axis=(0, 1)))
+    soft = (plain.ct.hu > -200) & (plain.ct.hu < 100) & (plain.labels.labels == 0)
+    change = np.abs(replaced.ct.hu.astype(float) - plain.ct.hu)
+    assert np.percentile(change[:, :, metal_slices][soft[:, :, metal_slices]], 90) > 20  # streaks
+    top = slice(metal_slices.max() + 5, None)
+    assert np.array_equal(plain.ct.hu[:, :, top], replaced.ct.hu[:, :, top])
+    assert plain.truth["vertebrae"] == replaced.truth["vertebrae"]

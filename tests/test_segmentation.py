@@ -214,12 +214,18 @@ def test_a_pickled_model_is_refused_without_being_unpickled(tmp_path):
     assert not planted.target.exists()
 
 
-def test_training_resumes_exactly_where_it_stopped(tmp_path):
+def small_training_config(tmp_path, **changes):
     config = default_config()
-    config.update(steps=4, batch_size=1, patch_voxels=[32, 32, 32], spacing_mm=6.0, phantom_shape=[48, 48, 56],
-                  crops_per_phantom=2, validate_every=100, checkpoint_every=2, validation_phantoms=1,
-                  network={"name": "UNet", "channels": [4, 8], "strides": [2], "num_res_units": 0})
+    config.update({"steps": 4, "batch_size": 1, "patch_voxels": [32, 32, 32], "spacing_mm": 6.0,
+                   "phantom_shape": [48, 48, 56], "crops_per_phantom": 2, "validate_every": 100,
+                   "checkpoint_every": 2, "validation_phantoms": 1,
+                   "network": {"name": "UNet", "channels": [4, 8], "strides": [2], "num_res_units": 0}, **changes})
     (tmp_path / "config.json").write_text(json.dumps(config))
+    return config
+
+
+def test_training_resumes_exactly_where_it_stopped(tmp_path):
+    small_training_config(tmp_path)
     straight = train(tmp_path / "straight", config_path=tmp_path / "config.json")
     train(tmp_path / "split", config_path=tmp_path / "config.json", steps=2)
     resumed = train(tmp_path / "split", resume=True, steps=4)
@@ -227,6 +233,35 @@ def test_training_resumes_exactly_where_it_stopped(tmp_path):
     assert all(torch.equal(a[key], b[key]) for key in a)
     card = json.loads((resumed / "model.json").read_text())
     assert card["training"]["steps"] == 4 and card["accuracy"]["held_out_phantoms"]["step"] == 4
+
+
+def test_fine_tuning_starts_from_the_given_model_and_records_where_it_started(tmp_path):
+    config = small_training_config(tmp_path, steps=1, learning_rate=1e-9, hip_replacement_probability=1.0)
+    torch.manual_seed(123)  # another start than the run's own seed would give
+    start = save_model(build_network(config["network"], len(labels_for(config))),
+                       {"network": config["network"], "labels": labels_for(config), "spacing_mm": 6.0,
+                        "patch_voxels": [32, 32, 32], "intensity": config["intensity"]}, tmp_path / "start")
+    tuned = train(tmp_path / "tuned", config_path=tmp_path / "config.json", init=start)
+    fresh = train(tmp_path / "fresh", config_path=tmp_path / "config.json")
+    weights = {name: load_model(folder).network.state_dict() for name, folder in
+               (("start", start), ("tuned", tuned), ("fresh", fresh))}
+
+    def same(a, b):
+        return all(torch.allclose(weights[a][key], weights[b][key], atol=1e-6) for key in weights[a])
+
+    assert same("start", "tuned") and not same("start", "fresh")
+    recorded = json.loads((tuned / "model.json").read_text())["training"]["configuration"]["initial_model"]
+    assert recorded["sha256"] == json.loads((start / "model.json").read_text())["sha256"]
+
+
+def test_fine_tuning_refuses_a_model_with_other_classes(tmp_path):
+    config = small_training_config(tmp_path, steps=1, other_bone_class=False)
+    start = save_model(build_network(config["network"], len(labels_for(config)) + 1),
+                       {"network": config["network"], "labels": labels_for(config) + [OTHER_BONE],
+                        "spacing_mm": 6.0, "patch_voxels": [32, 32, 32], "intensity": config["intensity"]},
+                       tmp_path / "start")
+    with pytest.raises(InputError, match="fine-tune from a model trained with the same ones"):
+        train(tmp_path / "tuned", config_path=tmp_path / "config.json", init=start)
 
 
 def test_an_existing_totalsegmentator_result_becomes_recon_labels_on_the_ct_grid():

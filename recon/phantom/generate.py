@@ -9,6 +9,7 @@ import numpy as np
 from recon.anatomy import LABEL_NAMES, OTHER_BONE, OTHER_BONE_ID
 from recon.geometry import Grid
 from recon.phantom.body import build_body
+from recon.phantom.implants import metal_streaks
 from recon.phantom.morphometry import CORTEX_MM, TISSUE_HU_RANGES, draw
 from recon.phantom.pelvis import build_pelvis, draw_pelvis
 from recon.phantom.render import Imaging, apply_imaging, render
@@ -32,17 +33,19 @@ class Phantom:
 
 def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] | None = None,
                  spacing_mm: tuple[float, float, float] | None = None, contrast: bool | None = None,
-                 label_other_bone: bool = False) -> Phantom:
+                 label_other_bone: bool = False, hip_replacement_probability: float = 0.0) -> Phantom:
     """A synthetic CT of the lower spine and hips with labels and truth, reproducible from ``seed``.
 
     ``size`` picks a preset grid (``"small"``: 128^3 at 2 mm; ``"clinical"``: 512 x 512 x 300 at
     0.7 x 0.7 x 1.0 mm); ``shape`` and ``spacing_mm`` override it. ``contrast`` forces contrast-enhanced
     vessels and kidneys on or off (default: drawn, 70% on). ``label_other_bone`` also labels the ribs and the
     vertebrae above T11 (``OTHER_BONE``, where no named bone is), for training; the image stays the same.
+    Each hip carries a total hip replacement with ``hip_replacement_probability`` (``implants.py``).
     """
     if size not in SIZES:
         raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
-    options = {"size": size, "shape": shape, "spacing_mm": spacing_mm, "contrast": contrast}
+    options = {"size": size, "shape": shape, "spacing_mm": spacing_mm, "contrast": contrast,
+               "hip_replacement_probability": hip_replacement_probability}
     rng = np.random.default_rng(seed)
     detail_rng = np.random.default_rng((int(seed), 1))  # thorax, bowel content: leaves rng's draws as they were
     tissue = _draw_tissue(rng, contrast)
@@ -54,8 +57,10 @@ def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] 
     rotation = (rotation_about([0, 0, 1], np.radians(tilt_deg[2])) @ rotation_about([0, 1, 0], np.radians(tilt_deg[1]))
                 @ rotation_about([1, 0, 0], np.radians(tilt_deg[0])))
     origin = np.array([rng.uniform(-10, 10), rng.uniform(-10, 10), 0.0])
+    implant_rng = np.random.default_rng((int(seed), 4))  # leaves rng's draws as they were
+    replaced = {side: implant_rng for side in ("left", "right") if implant_rng.uniform() < hip_replacement_probability}
     s1_center, s1_rotation, pelvis_soft, pelvis_bone, pelvis_truth = build_pelvis(
-        pelvis_params, origin, rotation, tissue, rng, cortex_mm=cortex_mm["pelvis"])
+        pelvis_params, origin, rotation, tissue, rng, cortex_mm=cortex_mm["pelvis"], replaced=replaced)
     spine_soft, spine_bone, vertebrae = build_spine(rng, s1_center, s1_rotation,
                                                    pelvis_params["lumbar_lordosis_deg"], tissue,
                                                    cortex_mm=cortex_mm["vertebra"], detail_rng=detail_rng)
@@ -68,6 +73,8 @@ def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] 
     )
     hu, labels = render(grid, body + table + spine_soft + pelvis_soft + spine_bone + pelvis_bone,
                         background_hu=tissue["air"])
+    if replaced:
+        hu = metal_streaks(hu, grid, implant_rng)
     ct = Volume(grid, apply_imaging(hu, grid, imaging, rng))
     if label_other_bone:
         _label_other_bone(labels, grid, spine_bone, tissue["air"])
@@ -85,7 +92,8 @@ def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] 
             "seed": int(seed),
             "options": options,
             "parameters": {"pelvis": pelvis_params, "tissue_hu": tissue, "cortex_mm": cortex_mm, "body": body_params,
-                           "patient_tilt_deg": tilt_deg.tolist(), "imaging": imaging.__dict__,
+                           "patient_tilt_deg": tilt_deg.tolist(),
+                           "hip_replacements": sorted(replaced), "imaging": imaging.__dict__,
                            "grid": {"shape": list(grid.shape), "spacing_mm": list(grid.spacing_mm),
                                     "origin_lps_mm": list(grid.origin_lps_mm)}},
         },

@@ -13,6 +13,7 @@ from itertools import pairwise
 import numpy as np
 
 from recon.anatomy import LABEL_IDS
+from recon.phantom.implants import hip_replacement
 from recon.phantom.morphometry import ILIUM_RANGES, PELVIS_RANGES, draw
 from recon.phantom.render import Paint
 from recon.phantom.shapes import (Capsule, Cylinder, Difference, Ellipsoid, HalfSpace, Intersection, Offset,
@@ -30,9 +31,11 @@ def draw_pelvis(rng: np.random.Generator, detail_rng: np.random.Generator) -> di
 
 
 def build_pelvis(params: dict, origin: np.ndarray, rotation: np.ndarray, tissue: dict[str, float],
-                 rng: np.random.Generator, *, cortex_mm: float = 1.5):
+                 rng: np.random.Generator, *, cortex_mm: float = 1.5,
+                 replaced: dict[str, np.random.Generator] | None = None):
     """Returns (S1 endplate centre, S1 frame, soft paints, bone paints, truth of hips and landmarks);
-    the sacrum and hip bones get a cortical shell ``cortex_mm`` thick."""
+    the sacrum and hip bones get a cortical shell ``cortex_mm`` thick. ``replaced`` maps the sides that carry a
+    hip replacement to the generator that draws it."""
 
     def world(local):
         return origin + rotation @ np.asarray(local, float)
@@ -54,13 +57,19 @@ def build_pelvis(params: dict, origin: np.ndarray, rotation: np.ndarray, tissue:
         tubercle_local = np.array([side * rng.uniform(20, 28), asis_local[1] + rng.uniform(-4, 4),
                                    -rng.uniform(0.08, 0.13) * width])
         center = world(center_local)
-        hip = _hip_bone(side, params, world, rotation, center_local, asis_local, tubercle_local, acetabulum_radius)
+        opening = _cup_opening(side, params, rotation)
+        hip = _hip_bone(side, params, world, rotation, center_local, asis_local, tubercle_local, acetabulum_radius,
+                        opening)
         hip = Difference(Difference(hip, Sphere(center, acetabulum_radius)), Offset(sacrum, SI_JOINT_GAP_MM))
-        femur, cancellous, marrow = _femur(side, params, world, rotation, center_local, head_radius)
+        femur, cancellous, marrow, joint = _femur(side, params, world, rotation, center_local, head_radius)
         soft.append(Paint(Sphere(center, acetabulum_radius), tissue["cartilage"]))
-        bones += [Paint(hip, tissue["cortical"], LABEL_IDS[f"hip_{side_name}"], layers=((cortex_mm, tissue["cancellous"]),)),
-                  Paint(femur, tissue["cortical"], LABEL_IDS[f"femur_{side_name}"]),
+        ids = {"hip": LABEL_IDS[f"hip_{side_name}"], "femur": LABEL_IDS[f"femur_{side_name}"]}
+        bones += [Paint(hip, tissue["cortical"], ids["hip"], layers=((cortex_mm, tissue["cancellous"]),)),
+                  Paint(femur, tissue["cortical"], ids["femur"]),
                   Paint(cancellous, tissue["cancellous"]), Paint(marrow, tissue["marrow"])]
+        if side_name in (replaced or {}):
+            joint |= {"cup_opening": opening, "acetabulum_radius": acetabulum_radius}
+            bones += hip_replacement(joint, replaced[side_name], ids)
         hips[side_name] = {
             "femoral_head_center_lps_mm": center.tolist(),
             "femoral_head_radius_mm": head_radius,
@@ -85,11 +94,15 @@ def _sacrum(s1: np.ndarray, frame: np.ndarray) -> Shape:
     return Difference(Union((body, alae, lower)), canal)
 
 
-def _hip_bone(side, params, world, rotation, center, asis, tubercle, acetabulum_radius) -> Shape:
+def _cup_opening(side, params, rotation) -> np.ndarray:
+    """The unit vector out of the acetabulum (LPS), from its inclination and anteversion."""
     inclination = np.radians(params["acetabular_inclination_deg"])
     anteversion = np.radians(params["acetabular_anteversion_deg"])
-    opening = rotation @ np.array([side * np.sin(inclination) * np.cos(anteversion), -np.sin(anteversion),
-                                   -np.cos(inclination) * np.cos(anteversion)])
+    return rotation @ np.array([side * np.sin(inclination) * np.cos(anteversion), -np.sin(anteversion),
+                                -np.cos(inclination) * np.cos(anteversion)])
+
+
+def _hip_bone(side, params, world, rotation, center, asis, tubercle, acetabulum_radius, opening) -> Shape:
     socket = Intersection((Sphere(world(center), acetabulum_radius + 6.0),
                            HalfSpace(world(center) + opening * 0.2 * acetabulum_radius, opening)))
     flare = np.radians(25)
@@ -131,7 +144,8 @@ def _iliac_crest(center, radii, frame, radius: float) -> list[Shape]:
 
 
 def _femur(side, params, world, rotation, center_local, head_radius):
-    """The femur (head, neck, trochanters, shaft), its cancellous interior and its medullary canal."""
+    """The femur (head, neck, trochanters, shaft), its cancellous interior, its medullary canal, and the joint's
+    geometry in LPS (what a hip replacement is fitted to)."""
     adduction = np.radians(7)
     shaft_up_local = np.array([side * np.sin(adduction), 0.0, np.cos(adduction)])
     medial = np.array([-side, 0.0, 0.0])
@@ -155,4 +169,6 @@ def _femur(side, params, world, rotation, center_local, head_radius):
     canal_top = base - shaft_up_local * 45
     cancellous = Intersection((Offset(femur, -1.5), HalfSpace(world(canal_top), -up)))
     marrow = Capsule(world(canal_top), world(shaft_end), radius - params["femoral_cortex_mm"])
-    return femur, cancellous, marrow
+    joint = {"head_center": world(center_local), "head_radius": head_radius, "neck_direction": rotation @ head_dir,
+             "neck_base": world(base), "shaft_up": up, "canal_radius": radius - params["femoral_cortex_mm"]}
+    return femur, cancellous, marrow, joint

@@ -28,7 +28,7 @@ from recon.io.atomic import atomic_path
 from recon.phantom import make_phantom
 from recon.schemas import read_json
 from recon.segmentation.datasets import load_user_dataset
-from recon.segmentation.model import build_network, save_model
+from recon.segmentation.model import CARD_FILE, build_network, load_model, model_dir, save_model
 from recon.segmentation.window import normalise, predict_classes
 
 log = logging.getLogger(__name__)
@@ -51,12 +51,17 @@ def default_config() -> dict:
 
 
 def train(out: str | Path, *, steps: int | None = None, seed: int | None = None, resume: bool = False,
-          device: str = "cpu", data: str | Path | None = None, config_path: str | Path | None = None) -> Path:
-    """Train (or resume) the model in ``out``; returns the folder holding model.safetensors and model.json."""
+          device: str = "cpu", data: str | Path | None = None, config_path: str | Path | None = None,
+          init: str | Path | None = None) -> Path:
+    """Train (or resume) the model in ``out``; returns the folder holding model.safetensors and model.json.
+    ``init`` names a trained model to start from (fine-tuning) instead of random weights."""
     out = Path(out)
-    config = _configuration(out, resume, steps, seed, data, config_path)
+    config = _configuration(out, resume, steps, seed, data, config_path, init)
     torch.manual_seed(config["seed"])
-    network = build_network(config["network"], len(labels_for(config))).to(device)
+    network = build_network(config["network"], len(labels_for(config)))
+    if config.get("initial_model") and not resume:
+        network.load_state_dict(_initial_weights(config))
+    network = network.to(device)
     optimiser = torch.optim.AdamW(network.parameters(), lr=config["learning_rate"],
                                   weight_decay=config["weight_decay"])
     state = _load_checkpoint(out, network, optimiser) if resume else {"step": 0, "seconds": 0.0, "history": []}
@@ -82,7 +87,7 @@ def train(out: str | Path, *, steps: int | None = None, seed: int | None = None,
     return save_model(network.cpu(), _card(config, state, device), out)
 
 
-def _configuration(out: Path, resume: bool, steps, seed, data, config_path) -> dict:
+def _configuration(out: Path, resume: bool, steps, seed, data, config_path, init) -> dict:
     stored = out / CONFIG_FILE
     if resume:
         if not (out / CHECKPOINT_STATE).is_file():
@@ -95,6 +100,8 @@ def _configuration(out: Path, resume: bool, steps, seed, data, config_path) -> d
         config["data"] = str(Path(data).resolve()) if data else None
         if seed is not None:
             config["seed"] = int(seed)
+        if init is not None:
+            config["initial_model"] = _provenance(init)
     if steps is not None:
         config["steps"] = int(steps)
     out.mkdir(parents=True, exist_ok=True)
@@ -103,6 +110,25 @@ def _configuration(out: Path, resume: bool, steps, seed, data, config_path) -> d
     with atomic_path(stored) as temporary:
         temporary.write_text(json.dumps(config, indent=2) + "\n")
     return config
+
+
+def _provenance(init: str | Path) -> dict:
+    """What a fine-tuning run starts from: the model, its weights' sha256 and how it was trained."""
+    folder = model_dir(init)
+    card = read_json(folder / CARD_FILE, "model card")
+    training = card.get("training", {})
+    return {"model": str(folder), "sha256": card.get("sha256"), "command": training.get("command"),
+            "steps": training.get("steps"), "seconds": training.get("seconds"),
+            "machine": training.get("machine")}
+
+
+def _initial_weights(config: dict) -> dict:
+    """The starting model's weights, refused unless it learns the same classes with the same network."""
+    start = load_model(config["initial_model"]["model"])
+    if start.labels != labels_for(config) or start.card["network"] != config["network"]:
+        raise InputError(f"{config['initial_model']['model']}: its labels or network differ from this "
+                         "configuration's; fine-tune from a model trained with the same ones")
+    return start.network.state_dict()
 
 
 def _loss():
@@ -147,7 +173,8 @@ def phantom_sample(config: dict, number: int) -> tuple[np.ndarray, np.ndarray]:
         spacing = (config["spacing_mm"],) * 3
         phantom = make_phantom(TRAIN_SEED_BASE * (config["seed"] + 1) + number,
                                shape=tuple(config["phantom_shape"]), spacing_mm=spacing,
-                               label_other_bone=bool(config.get("other_bone_class")))
+                               label_other_bone=bool(config.get("other_bone_class")),
+                               hip_replacement_probability=float(config.get("hip_replacement_probability", 0.0)))
         _PHANTOM_CACHE[key] = (phantom.ct.hu.astype(np.float32), phantom.labels.labels.astype(np.uint8))
     return _PHANTOM_CACHE[key]
 
