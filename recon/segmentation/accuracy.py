@@ -24,13 +24,14 @@ HELD_OUT_PHANTOMS = 4
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
-def held_out_phantoms(model, count: int = HELD_OUT_PHANTOMS) -> dict:
+def held_out_phantoms(model, count: int = HELD_OUT_PHANTOMS, hip_replacement_probability: float = 0.0) -> dict:
     """Dice per bone (mean and worst over the phantoms) and the share of levels named right, on small phantoms
-    (2 mm, another spacing than training's)."""
+    (2 mm, another spacing than training's), each hip replaced with ``hip_replacement_probability``."""
     dice: dict[str, list[float]] = {}
     named, total = 0, 0
     for number in range(count):
-        phantom = make_phantom(HELD_OUT_SEED_BASE + number, size="small")
+        phantom = make_phantom(HELD_OUT_SEED_BASE + number, size="small",
+                               hip_replacement_probability=hip_replacement_probability)
         result = evaluate(segment(phantom.ct, model=model), phantom.labels)
         for name, score in result.labels.items():
             if name in BONES and name in phantom.labels.names.values():
@@ -64,7 +65,8 @@ def tptbox_l3(model, data: Path = SHARED_DATA) -> dict:
 
 def measure(name_or_path) -> dict:
     model = load_model(name_or_path)
-    figures = {"held_out_phantoms": held_out_phantoms(model)}
+    figures = {"held_out_phantoms": held_out_phantoms(model),
+               "held_out_phantoms_with_hip_replacements": held_out_phantoms(model, hip_replacement_probability=1.0)}
     if SHARED_DATA.is_dir():
         figures["real_totalseg_example_vs_reference_v1"] = totalsegmentator_example(model)
         figures["real_tptbox_l3"] = tptbox_l3(model)
