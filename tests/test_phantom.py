@@ -10,6 +10,7 @@ from recon.anatomy import LABEL_IDS, OTHER_BONE, OTHER_BONE_ID
 from recon.io.labels import read_label_map
 from recon.io.loading import load_ct
 from recon.phantom import make_phantom
+from recon.phantom.implants import HEAD_DIAMETER_MM, METAL_THRESHOLD_HU
 from recon.phantom.synth import synthesize
 
 SEEDS = (1, 2, 3)
@@ -160,8 +161,8 @@ def test_a_hip_replacement_is_metal_in_the_bones_that_hold_it_streaks_its_slices
     plain, replaced = make_phantom(1), make_phantom(1, hip_replacement_probability=1.0)  # both hips in view
     assert plain.truth["generator"]["parameters"]["hip_replacements"] == []
     assert replaced.truth["generator"]["parameters"]["hip_replacements"] == ["left", "right"]
-    assert not (plain.ct.hu > 2400).any()
-    metal = replaced.ct.hu > 2400
+    assert not (plain.ct.hu > METAL_THRESHOLD_HU).any()
+    metal = replaced.ct.hu > METAL_THRESHOLD_HU
     holders = {"hip_left", "hip_right", "femur_left", "femur_right"}
     assert set(np.unique(replaced.labels.labels[metal]).tolist()) == {LABEL_IDS[name] for name in holders}
     grid = replaced.labels.grid
@@ -169,7 +170,7 @@ def test_a_hip_replacement_is_metal_in_the_bones_that_hold_it_streaks_its_slices
         center = np.asarray(hip["femoral_head_center_lps_mm"])
         femur = grid.index_to_lps(np.argwhere(replaced.labels.labels == LABEL_IDS[f"femur_{side}"]))
         head_top = femur[femur[:, 2] > center[2] + 5]
-        assert np.linalg.norm(head_top - center, axis=1).min() < 18.0 + max(grid.spacing_mm)
+        assert np.linalg.norm(head_top - center, axis=1).min() < HEAD_DIAMETER_MM[1] / 2 + max(grid.spacing_mm)
         assert np.linalg.norm(head_top - center, axis=1).max() < hip["femoral_head_radius_mm"] - 1.0
     metal_slices = np.flatnonzero(metal.any(axis=(0, 1)))
     soft = (plain.ct.hu > -200) & (plain.ct.hu < 100) & (plain.labels.labels == 0)

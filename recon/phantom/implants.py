@@ -15,6 +15,8 @@ Sizes, typical of primary hip replacements in adults:
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 from skimage.transform import iradon, radon
 
@@ -70,7 +72,7 @@ def _stem(hip: dict, cut: np.ndarray, rng: np.random.Generator) -> Union:
     tip = shoulder - up * rng.uniform(*STEM_LENGTH_MM)
     parts = [Capsule(np.asarray(hip["head_center"]), cut, 0.45 * top_radius + 2.0),
              Capsule(cut, shoulder, top_radius)]
-    for t0, t1 in zip(np.linspace(0, 1, 4)[:-1], np.linspace(0, 1, 4)[1:]):
+    for t0, t1 in pairwise(np.linspace(0, 1, 4)):
         radius = top_radius + (tip_radius - top_radius) * (t0 + t1) / 2
         parts.append(Capsule(shoulder + (tip - shoulder) * t0, shoulder + (tip - shoulder) * t1, radius))
     return Union(tuple(parts))
