@@ -116,6 +116,19 @@ def test_two_levels_with_no_disc_between_them_in_the_ct_are_still_split_by_the_n
     assert names_from_inferior(result, (20, 20, 40)) == ["vertebrae_L5", "vertebrae_L4", "vertebrae_L3"]
 
 
+def test_a_sliver_of_vertebra_cut_off_by_the_top_of_the_scan_is_its_own_level():
+    """Areas per slice of L1 and, above its disc, the last 10 mm of T12 at the top of the scan (the profile of a
+    held-out phantom the smoothing hid that disc in); the network named the sliver right."""
+    areas = [48, 108, 166, 195, 212, 223, 199, 180, 142, 73, 39, 82, 127]
+    classes = np.zeros((16, 16, len(areas)), np.uint8)
+    for k, area in enumerate(areas):
+        classes[:, :, k].flat[:area] = LABEL_IDS["vertebrae_L1" if k < 11 else "vertebrae_T12"]
+    classes[:, :, 10].flat[:39] = LABEL_IDS["vertebrae_L1"]  # the disc level: posterior elements only
+    result = levels_of(classes)
+    assert np.all(result.classes[:, :, 11:][classes[:, :, 11:] > 0] == LABEL_IDS["vertebrae_T12"])
+    assert np.all(result.classes[:, :, :9][classes[:, :, :9] > 0] == LABEL_IDS["vertebrae_L1"])
+
+
 def tiny_model(tmp_path):
     torch.manual_seed(0)
     spec = {"name": "UNet", "channels": [4, 8], "strides": [2], "num_res_units": 0}

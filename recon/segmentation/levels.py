@@ -99,15 +99,26 @@ def _disc_slices(piece: np.ndarray, spacing_mm: float) -> list[int]:
     """Axial slices (index axis 2) where ``piece`` narrows to a disc level: a minimum of its area per slice at
     most ``DISC_AREA_SHARE`` of the largest areas within ``VERTEBRA_HEIGHT_MM`` below and above it (only the
     posterior elements cross a disc level), at least ``MIN_DISC_GAP_MM`` apart."""
-    area = ndimage.gaussian_filter1d(piece.sum(axis=(0, 1)).astype(float), AREA_SMOOTHING_MM / spacing_mm)
+    raw = piece.sum(axis=(0, 1)).astype(float)
+    area = ndimage.gaussian_filter1d(raw, AREA_SMOOTHING_MM / spacing_mm)
     reach = max(1, round(VERTEBRA_HEIGHT_MM / spacing_mm))
     minima, _ = signal.find_peaks(-area, distance=max(1, round(MIN_DISC_GAP_MM / spacing_mm)))
     discs = []
     for k in minima:
-        below, above = area[max(0, k - reach):k].max(initial=0), area[k + 1:k + 1 + reach].max(initial=0)
+        below = _widest(area, raw, max(0, k - reach), k)
+        above = _widest(area, raw, k + 1, min(len(area), k + 1 + reach))
         if area[k] <= DISC_AREA_SHARE * min(below, above):
             discs.append(int(k))
     return discs
+
+
+def _widest(area: np.ndarray, raw: np.ndarray, low: int, high: int) -> float:
+    """The largest smoothed area in slices ``low:high``. Where they run to an end of the grid that the piece
+    touches (a vertebra cut off by the scan), the raw areas count too: the smoothing takes the slices beyond
+    the scan for empty, and would hide the disc below a sliver of vertebra at the edge."""
+    widest = area[low:high].max(initial=0)
+    cut = (low == 0 and raw[0] > 0) or (high == len(raw) and raw[-1] > 0)
+    return max(widest, raw[low:high].max(initial=0)) if cut else widest
 
 
 def _slabs(piece: np.ndarray, discs: list[int], hu: np.ndarray, spacing_mm: float) -> list[np.ndarray]:
