@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import recon
 from recon.anatomy import BONES, LABEL_IDS, OTHER_BONE, OTHER_BONE_ID
 from recon.errors import InputError
 from recon.geometry import Grid
@@ -17,7 +18,7 @@ from recon.segmentation.datasets import load_user_dataset
 from recon.segmentation.levels import assign_levels
 from recon.segmentation.model import build_network, load_model, save_model
 from recon.segmentation.sources import existing_labels
-from recon.segmentation.train import LABELS, default_config, labels_for, train
+from recon.segmentation.train import LABELS, code_revision, default_config, labels_for, train
 from recon.volume import Volume
 from tests.conftest import shared_path
 
@@ -246,6 +247,7 @@ def test_training_resumes_exactly_where_it_stopped(tmp_path):
     assert all(torch.equal(a[key], b[key]) for key in a)
     card = json.loads((resumed / "model.json").read_text())
     assert card["training"]["steps"] == 4 and card["accuracy"]["held_out_phantoms"]["step"] == 4
+    assert card["training"]["code"] == code_revision() and card["training"]["code"]["recon"] == recon.__version__
 
 
 def test_fine_tuning_starts_from_the_given_model_and_records_where_it_started(tmp_path):

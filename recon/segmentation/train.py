@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import platform
+import subprocess
 import sys
 import time
 from importlib import resources
@@ -22,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from scipy import ndimage
 
+from recon import __version__
 from recon.anatomy import BONES, LABEL_IDS, OTHER_BONE
 from recon.errors import InputError
 from recon.io.atomic import atomic_path
@@ -378,6 +380,23 @@ def _load_checkpoint(out: Path, network, optimiser) -> dict:
     return record
 
 
+def code_revision() -> dict:
+    """recon's version and, run from a git checkout, its commit and whether tracked files differ from it: the
+    phantoms and the augmentation are code, so a configuration and a seed reproduce a model only with the code
+    that trained it."""
+    revision = {"recon": __version__}
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        return revision
+    try:
+        commit, changes = (subprocess.run(["git", "-C", str(root), *arguments], capture_output=True, text=True,
+                                          timeout=30, check=True).stdout.strip()
+                           for arguments in (["rev-parse", "HEAD"], ["status", "--porcelain", "--untracked-files=no"]))
+    except (OSError, subprocess.SubprocessError):
+        return revision
+    return revision | {"git_commit": commit, "uncommitted_changes": bool(changes)}
+
+
 def _card(config: dict, state: dict, device: str) -> dict:
     return {
         "name": "recon bone segmentation",
@@ -394,6 +413,7 @@ def _card(config: dict, state: dict, device: str) -> dict:
             "seconds": round(state["seconds"], 1),
             "machine": {"device": device, "platform": platform.platform(), "processor": platform.processor(),
                         "torch_threads": torch.get_num_threads(), "torch": torch.__version__},
+            "code": code_revision(),
         },
         "accuracy": {"held_out_phantoms": state["history"][-1] if state["history"] else None},
     }
