@@ -24,8 +24,15 @@ Sources, as ranges read off their tables (adult, mixed sex):
   al., Bone 1994;15(4):409-414; Ritzel H et al., J Bone Miner Res 1997;12(1):89-95). Phantoms draw it
   0.3-1.2 mm, and the pelvis's 0.5-2 mm, so that bone is not always a bright closed shell: at clinical
   voxel sizes a thin shell blurs into a rim barely brighter than the cancellous bone inside.
-- Ilium detail (textbook proportions, not read off one table): the iliac wing is thin in the fossa and
-  thick along its crest and above the acetabulum. Ranges in ``ILIUM_RANGES``.
+- Ilium detail (textbook proportions, not read off one table): the iliac wing is thin in the fossa (a few
+  millimetres, translucent in places) and thick along its crest and above the acetabulum. Ranges in
+  ``ILIUM_RANGES``.
+- Sacrum (textbook proportions): about 10-12 cm from the S1 endplate to the apex, narrowing from the alae to
+  2-3 cm at the apex, concave in front with the lower segments curving forward (the sacral kyphosis).
+  Ranges in ``SACRUM_RANGES``.
+- Pelvic marrow: the cancellous bone of the sacrum, hip bones and proximal femurs is drawn as a share of the
+  lumbar one (``PELVIC_MARROW_RANGES``): in adults the pelvis's marrow turns fatty earlier than the spine's, so
+  at 3 mm a hip bone is often a bright cortical outline around an interior no brighter than muscle.
 """
 
 from __future__ import annotations
@@ -65,9 +72,16 @@ PELVIS_RANGES = {
 }
 
 ILIUM_RANGES = {
-    "wing_half_thickness_mm": (4.0, 9.0),
+    "wing_half_thickness_mm": (2.0, 7.0),
     "crest_radius_mm": (4.0, 7.0),
     "supra_acetabular_radius_mm": (12.0, 18.0),
+}
+
+PELVIC_MARROW_RANGES = {"pelvic_cancellous_share": (0.35, 1.0)}
+
+SACRUM_RANGES = {
+    "sacrum_length_mm": (95.0, 125.0),
+    "sacral_bend_mm": (8.0, 30.0),
 }
 
 CORTEX_MM = {"vertebra": (0.3, 1.2), "pelvis": (0.5, 2.0)}

@@ -14,20 +14,21 @@ import numpy as np
 
 from recon.anatomy import LABEL_IDS
 from recon.phantom.implants import hip_replacement
-from recon.phantom.morphometry import ILIUM_RANGES, PELVIS_RANGES, draw
+from recon.phantom.morphometry import ILIUM_RANGES, PELVIC_MARROW_RANGES, PELVIS_RANGES, SACRUM_RANGES, draw
 from recon.phantom.render import Paint
 from recon.phantom.shapes import (Capsule, Cylinder, Difference, Ellipsoid, HalfSpace, Intersection, Offset,
                                   Shape, Sphere, Union, rotation_about)
 
 SIDES = {"left": 1.0, "right": -1.0}
 SI_JOINT_GAP_MM = 2.5
+SACRAL_SEGMENTS = 7
 
 
 def draw_pelvis(rng: np.random.Generator, detail_rng: np.random.Generator) -> dict[str, float]:
     """Pelvis parameters; the bone detail comes from ``detail_rng`` so that ``rng``'s later draws stay as
     they were without it."""
     return ({name: draw(rng, span) for name, span in PELVIS_RANGES.items()}
-            | {name: draw(detail_rng, span) for name, span in ILIUM_RANGES.items()})
+            | {name: draw(detail_rng, span) for name, span in (ILIUM_RANGES | SACRUM_RANGES | PELVIC_MARROW_RANGES).items()})
 
 
 def build_pelvis(params: dict, origin: np.ndarray, rotation: np.ndarray, tissue: dict[str, float],
@@ -46,11 +47,12 @@ def build_pelvis(params: dict, origin: np.ndarray, rotation: np.ndarray, tissue:
     sacral_slope = np.radians(params["pelvic_incidence_deg"] - params["pelvic_tilt_deg"])
     s1_local = params["hip_to_s1_mm"] * np.array([0.0, np.sin(tilt), np.cos(tilt)])
     s1_rotation = rotation @ rotation_about([1, 0, 0], sacral_slope)
-    sacrum = _sacrum(world(s1_local), s1_rotation)
+    sacrum = _sacrum(world(s1_local), s1_rotation, params["sacrum_length_mm"], params["sacral_bend_mm"])
     head_radius = params["femoral_head_diameter_mm"] / 2
     acetabulum_radius = head_radius + params["joint_space_mm"]
     soft, hips, landmarks = [], {}, {}
-    bones = [Paint(sacrum, tissue["cortical"], LABEL_IDS["sacrum"], layers=((cortex_mm, tissue["cancellous"]),))]
+    cancellous = tissue["cancellous"] * params["pelvic_cancellous_share"]
+    bones = [Paint(sacrum, tissue["cortical"], LABEL_IDS["sacrum"], layers=((cortex_mm, cancellous),))]
     for side_name, side in SIDES.items():
         center_local = np.array([side * hip_half, 0.0, 0.0])
         asis_local = center_local + np.array([side * 0.14 * width, -0.22 * width, 0.30 * width])
@@ -61,12 +63,12 @@ def build_pelvis(params: dict, origin: np.ndarray, rotation: np.ndarray, tissue:
         hip = _hip_bone(side, params, world, rotation, center_local, asis_local, tubercle_local, acetabulum_radius,
                         opening)
         hip = Difference(Difference(hip, Sphere(center, acetabulum_radius)), Offset(sacrum, SI_JOINT_GAP_MM))
-        femur, cancellous, marrow, joint = _femur(side, params, world, rotation, center_local, head_radius)
+        femur, femur_cancellous, marrow, joint = _femur(side, params, world, rotation, center_local, head_radius)
         soft.append(Paint(Sphere(center, acetabulum_radius), tissue["cartilage"]))
         ids = {"hip": LABEL_IDS[f"hip_{side_name}"], "femur": LABEL_IDS[f"femur_{side_name}"]}
-        bones += [Paint(hip, tissue["cortical"], ids["hip"], layers=((cortex_mm, tissue["cancellous"]),)),
+        bones += [Paint(hip, tissue["cortical"], ids["hip"], layers=((cortex_mm, cancellous),)),
                   Paint(femur, tissue["cortical"], ids["femur"]),
-                  Paint(cancellous, tissue["cancellous"]), Paint(marrow, tissue["marrow"])]
+                  Paint(femur_cancellous, cancellous), Paint(marrow, tissue["marrow"])]
         if side_name in (replaced or {}):
             joint |= {"cup_opening": opening, "acetabulum_radius": acetabulum_radius}
             bones += hip_replacement(joint, replaced[side_name], ids)
@@ -85,13 +87,26 @@ def build_pelvis(params: dict, origin: np.ndarray, rotation: np.ndarray, tissue:
     return world(s1_local), s1_rotation, soft, bones, {"hips": hips, "landmarks_lps_mm": landmarks}
 
 
-def _sacrum(s1: np.ndarray, frame: np.ndarray) -> Shape:
+def _sacrum(s1: np.ndarray, frame: np.ndarray, length_mm: float, bend_mm: float) -> Shape:
+    """S1's body and alae, then S2 to the apex: ``SACRAL_SEGMENTS`` ellipsoids along a curve ``length_mm`` below
+    the S1 endplate that bends forward by ``bend_mm`` at the apex (the sacral kyphosis), narrowing and thinning
+    as they go down."""
     posterior, up = frame[:, 1], frame[:, 2]
     body = Cylinder(s1 - up * 14, frame, 24.0, 17.0, 14.0)
     alae = Ellipsoid(s1 - up * 22 + posterior * 8, np.array([56.0, 22.0, 22.0]), frame)
-    lower = Ellipsoid(s1 - up * 58 + posterior * 18, np.array([38.0, 14.0, 45.0]), frame)
+    controls = np.array([[12.0, -24.0], [24.0, -0.6 * length_mm], [24.0 - bend_mm, -length_mm]])
+    segments = []
+    for t in np.linspace(0.0, 1.0, SACRAL_SEGMENTS):
+        point = (1 - t) ** 2 * controls[0] + 2 * t * (1 - t) * controls[1] + t**2 * controls[2]
+        tangent = 2 * (1 - t) * (controls[1] - controls[0]) + 2 * t * (controls[2] - controls[1])
+        tangent /= np.linalg.norm(tangent)
+        axis = -(tangent[0] * posterior + tangent[1] * up)
+        depth_axis = np.cross(axis, frame[:, 0])
+        rotation = np.column_stack([frame[:, 0], depth_axis, axis])
+        radii = np.array([36.0 - 26.0 * t, 13.0 - 7.0 * t, 0.8 * (length_mm - 24.0) / (SACRAL_SEGMENTS - 1)])
+        segments.append(Ellipsoid(s1 + point[0] * posterior + point[1] * up, radii, rotation))
     canal = Capsule(s1 + posterior * 24 + up * 5, s1 + posterior * 30 - up * 85, 6.0)
-    return Difference(Union((body, alae, lower)), canal)
+    return Difference(Union((body, alae, *segments)), canal)
 
 
 def _cup_opening(side, params, rotation) -> np.ndarray:
