@@ -46,6 +46,11 @@ PINNED_HIP_REPLACEMENT_WORST = {
 }
 
 
+def assert_holds(measured: dict, pinned: dict) -> None:
+    for name, value in pinned.items():
+        assert measured.get(name, 0.0) >= value - SLACK, name
+
+
 @pytest.fixture(scope="module")
 def model():
     return load_model()
@@ -54,18 +59,14 @@ def model():
 def test_real_ct_against_totalsegmentator_v1_holds_its_measured_dice(model):
     shared_path("real/totalseg-example/reference_v1")
     measured = totalsegmentator_example(model, SHARED_DATA)
-    for name, pinned in PINNED_TOTALSEG.items():
-        assert measured["dice"].get(name, 0.0) >= pinned - SLACK, name
+    assert_holds(measured["dice"], PINNED_TOTALSEG)
     assert all(measured["levels_named_right"][name] for name in PINNED_NAMED_RIGHT), measured["levels_named_right"]
 
 
 def test_held_out_phantoms_hold_their_measured_dice(model):
-    measured = held_out_phantoms(model, count=2)
-    for name, pinned in PINNED_PHANTOM_WORST.items():
-        assert measured["dice_worst"].get(name, 0.0) >= pinned - SLACK, name
+    assert_holds(held_out_phantoms(model, count=2)["dice_worst"], PINNED_PHANTOM_WORST)
 
 
 def test_held_out_phantoms_with_hip_replacements_hold_their_measured_dice(model):
     measured = held_out_phantoms(model, count=2, hip_replacement_probability=1.0)
-    for name, pinned in PINNED_HIP_REPLACEMENT_WORST.items():
-        assert measured["dice_worst"].get(name, 0.0) >= pinned - SLACK, name
+    assert_holds(measured["dice_worst"], PINNED_HIP_REPLACEMENT_WORST)

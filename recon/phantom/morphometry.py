@@ -84,6 +84,8 @@ SACRUM_RANGES = {
     "sacral_bend_mm": (8.0, 30.0),
 }
 
+PELVIS_DETAIL_RANGES = ILIUM_RANGES | SACRUM_RANGES | PELVIC_MARROW_RANGES  # drawn from the detail generator
+
 CORTEX_MM = {"vertebra": (0.3, 1.2), "pelvis": (0.5, 2.0)}
 
 TISSUE_HU_RANGES = {

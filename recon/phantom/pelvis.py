@@ -14,7 +14,7 @@ import numpy as np
 
 from recon.anatomy import LABEL_IDS
 from recon.phantom.implants import hip_replacement
-from recon.phantom.morphometry import ILIUM_RANGES, PELVIC_MARROW_RANGES, PELVIS_RANGES, SACRUM_RANGES, draw
+from recon.phantom.morphometry import PELVIS_DETAIL_RANGES, PELVIS_RANGES, draw
 from recon.phantom.render import Paint
 from recon.phantom.shapes import (Capsule, Cylinder, Difference, Ellipsoid, HalfSpace, Intersection, Offset,
                                   Shape, Sphere, Union, rotation_about)
@@ -28,7 +28,7 @@ def draw_pelvis(rng: np.random.Generator, detail_rng: np.random.Generator) -> di
     """Pelvis parameters; the bone detail comes from ``detail_rng`` so that ``rng``'s later draws stay as
     they were without it."""
     return ({name: draw(rng, span) for name, span in PELVIS_RANGES.items()}
-            | {name: draw(detail_rng, span) for name, span in (ILIUM_RANGES | SACRUM_RANGES | PELVIC_MARROW_RANGES).items()})
+            | {name: draw(detail_rng, span) for name, span in PELVIS_DETAIL_RANGES.items()})
 
 
 def build_pelvis(params: dict, origin: np.ndarray, rotation: np.ndarray, tissue: dict[str, float],
