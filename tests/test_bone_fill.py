@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from recon.segmentation.bone_fill import BONE_HU, MIN_BONE_SCORE, REACH_MM, fill_bone
+from recon.segmentation.bone_fill import BONE_HU, MIN_BONE_SCORE, REACH_MM, fill_bone, fill_solid_bones
 
 SPACING = 3.0
 SOFT_HU, CORTEX_HU, MARROW_HU = 40.0, 600.0, -20.0
@@ -77,3 +77,17 @@ def test_voxels_the_network_labelled_keep_their_label_and_nothing_labelled_means
     assert np.all(filled[0:3, 0:3, 0:3] == 4) and np.all(filled[10:12, 10:12, 10:12] == 3)
     empty = np.zeros(hu.shape, np.uint8)
     assert not fill_bone(empty, hu, sure_bone(hu), SPACING).any()
+
+
+def test_marrow_inside_a_hip_or_femur_outline_is_theirs_but_a_vertebras_canal_is_not():
+    classes = np.zeros((30, 30, 30), np.uint8)
+    classes[5:15, 5:15, 5:25] = 9  # hip_left: a tube, open at both ends, whose core the network missed
+    classes[7:13, 7:13, 5:25] = 0
+    classes[9, 9, 10] = 11  # a voxel of another bone inside keeps its label
+    classes[18:28, 18:28, 5:25] = 3  # vertebrae_L1 around its canal
+    classes[20:26, 20:26, 5:25] = 0
+    filled = fill_solid_bones(classes, [9, 10, 11, 12])
+    assert np.all(filled[7:13, 7:13, 5:25][classes[7:13, 7:13, 5:25] == 0] == 9)
+    assert filled[9, 9, 10] == 11
+    assert not filled[20:26, 20:26, 5:25].any()
+    assert np.array_equal(filled[classes > 0], classes[classes > 0])

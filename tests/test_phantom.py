@@ -5,12 +5,16 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from scipy import ndimage
 
 from recon.anatomy import LABEL_IDS, OTHER_BONE, OTHER_BONE_ID
+from recon.geometry import Grid
 from recon.io.labels import read_label_map
 from recon.io.loading import load_ct
 from recon.phantom import make_phantom
 from recon.phantom.implants import HEAD_DIAMETER_MM, METAL_THRESHOLD_HU
+from recon.phantom.render import Paint, render
+from recon.phantom.shapes import Sphere
 from recon.phantom.synth import synthesize
 
 SEEDS = (1, 2, 3)
@@ -179,3 +183,19 @@ def test_a_hip_replacement_is_metal_in_the_bones_that_hold_it_streaks_its_slices
     top = slice(metal_slices.max() + 5, None)
     assert np.array_equal(plain.ct.hu[:, :, top], replaced.ct.hu[:, :, top])
     assert plain.truth["vertebrae"] == replaced.truth["vertebrae"]
+
+
+def test_a_smaller_labelled_share_labels_the_partial_volume_voxels_at_a_bones_edge():
+    grid = Grid((24, 24, 24), (3.0, 3.0, 3.0), (-34.5, -34.5, -34.5))
+    bone = [Paint(Sphere(np.zeros(3), 20.0), 1200.0, label=1)]
+    centres = grid.index_to_lps(np.indices(grid.shape).reshape(3, -1).T).reshape(*grid.shape, 3)
+    outside_mm = np.linalg.norm(centres, axis=-1) - 20.0
+    hu_truth, truth = render(grid, bone, background_hu=0.0)
+    hu_edges, edges = render(grid, bone, background_hu=0.0, labelled_share=0.25)
+    np.testing.assert_array_equal(hu_edges, hu_truth)
+    np.testing.assert_array_equal(truth == 1, outside_mm <= 0)
+    np.testing.assert_array_equal(edges == 1, outside_mm <= 0.25 * 3.0)  # a quarter of the 3 mm ramp outside
+    assert (edges == 1).sum() > 1.1 * (truth == 1).sum()
+    hu_next_to_bone = hu_truth[ndimage.binary_dilation(truth == 1) & (truth == 0)].mean()
+    hu_next_to_edges = hu_edges[ndimage.binary_dilation(edges == 1) & (edges == 0)].mean()
+    assert hu_next_to_edges < 0.5 * hu_next_to_bone

@@ -40,6 +40,19 @@ def test_run_with_an_existing_segmentation_writes_every_output(tmp_path, capsys)
     assert "clinician" in capsys.readouterr().out
 
 
+def test_run_with_the_shipped_network_on_real_ct_plans_most_lumbar_screws(tmp_path):
+    """The whole pipeline on the real CT with recon's own labels. Measured 2026-12-04: 9 of the 10 lumbar
+    screws planned (L4 right finds no pedicle; the L5 pair enters near the midline and is flagged); before the
+    fix to shortening touching screws, this run crashed on a screw shortened short of its pedicle."""
+    study = shared_path("real/totalseg-example")
+    out = tmp_path / "run"
+    assert main(["run", str(study / "ct.nii.gz"), "--procedure", "spine", "-o", str(out)]) == 0
+    screws = json.loads((out / "plan.json").read_text())["screws"]
+    lumbar = [screw for screw in screws if screw["vertebra"].startswith("vertebrae_L")]
+    assert len(lumbar) == 10
+    assert sum(screw["status"] == "planned" for screw in lumbar) >= 7
+
+
 def test_run_on_a_phantom_dicom_study_plans_screws_in_its_pedicles(tmp_path):
     case = synthesize(tmp_path / "study", count=1, seed=970_200_000, size="small", fmt="dicom")[0]
     truth = json.loads((case / "truth.json").read_text())

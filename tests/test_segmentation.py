@@ -130,6 +130,21 @@ def test_a_sliver_of_vertebra_cut_off_by_the_top_of_the_scan_is_its_own_level():
     assert np.all(result.classes[:, :, :9][classes[:, :, :9] > 0] == LABEL_IDS["vertebrae_L1"])
 
 
+def test_a_vertebra_pair_too_tall_for_one_is_cut_at_a_shallow_narrowing_not_by_the_networks_levels():
+    """Two 30 mm vertebrae (3 mm slices) whose disc the network partly filled: the piece narrows only to 70% of
+    its neighbours there, and the network gave the upper half of L1 to T12. The stretch, taller than any one
+    vertebra, is cut at its narrowest slice; a vertebra of one height narrowing as much is left whole."""
+    areas = [150, 190, 200, 200, 200, 200, 200, 190, 170, 140, 140, 170, 190, 200, 200, 200, 200, 200, 190, 150]
+    classes = np.zeros((16, 16, len(areas)), np.uint8)
+    for k, area in enumerate(areas):
+        classes[:, :, k].flat[:area] = LABEL_IDS["vertebrae_L1" if k < 5 else "vertebrae_T12"]
+    result = levels_of(classes, spacing_mm=3.0)
+    assert np.all(result.classes[:, :, :9][classes[:, :, :9] > 0] == LABEL_IDS["vertebrae_L1"])
+    assert np.all(result.classes[:, :, 11:][classes[:, :, 11:] > 0] == LABEL_IDS["vertebrae_T12"])
+    one = levels_of(classes[:, :, :14], spacing_mm=3.0)  # 42 mm: a single vertebra with a narrow waist
+    assert len(set(np.unique(one.classes)) - {0}) == 1
+
+
 def tiny_model(tmp_path):
     torch.manual_seed(0)
     spec = {"name": "UNet", "channels": [4, 8], "strides": [2], "num_res_units": 0}

@@ -33,7 +33,8 @@ class Phantom:
 
 def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] | None = None,
                  spacing_mm: tuple[float, float, float] | None = None, contrast: bool | None = None,
-                 label_other_bone: bool = False, hip_replacement_probability: float = 0.0) -> Phantom:
+                 label_other_bone: bool = False, hip_replacement_probability: float = 0.0,
+                 labelled_share: float = 0.5) -> Phantom:
     """A synthetic CT of the lower spine and hips with labels and truth, reproducible from ``seed``.
 
     ``size`` picks a preset grid (``"small"``: 128^3 at 2 mm; ``"clinical"``: 512 x 512 x 300 at
@@ -41,11 +42,13 @@ def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] 
     vessels and kidneys on or off (default: drawn, 70% on). ``label_other_bone`` also labels the ribs and the
     vertebrae above T11 (``OTHER_BONE``, where no named bone is), for training; the image stays the same.
     Each hip carries a total hip replacement with ``hip_replacement_probability`` (``implants.py``).
+    ``labelled_share``: how much of a voxel must lie inside a bone for it to carry the bone's label (0.5, the
+    default, is the geometric truth; training labels partial-volume edge voxels as reference segmentations do).
     """
     if size not in SIZES:
         raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
     options = {"size": size, "shape": shape, "spacing_mm": spacing_mm, "contrast": contrast,
-               "hip_replacement_probability": hip_replacement_probability}
+               "hip_replacement_probability": hip_replacement_probability, "labelled_share": labelled_share}
     rng = np.random.default_rng(seed)
     detail_rng = np.random.default_rng((int(seed), 1))  # thorax, bowel content: leaves rng's draws as they were
     tissue = _draw_tissue(rng, contrast)
@@ -72,7 +75,7 @@ def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] 
         noise_std_hu=float(rng.uniform(6, 35)),
     )
     hu, labels = render(grid, body + table + spine_soft + pelvis_soft + spine_bone + pelvis_bone,
-                        background_hu=tissue["air"])
+                        background_hu=tissue["air"], labelled_share=labelled_share)
     if replaced:
         hu = metal_streaks(hu, grid, implant_rng)
     ct = Volume(grid, apply_imaging(hu, grid, imaging, rng))

@@ -22,7 +22,7 @@ Sources, as ranges read off their tables (adult, mixed sex):
   (Pickhardt PJ et al., Ann Intern Med 2013;158(8):588-595); cortical bone 1000-1900 HU.
 - Cortical shells: the vertebral body's shell is 0.2-0.7 mm thick, endplates somewhat thicker (Silva MJ et
   al., Bone 1994;15(4):409-414; Ritzel H et al., J Bone Miner Res 1997;12(1):89-95). Phantoms draw it
-  0.3-1.2 mm, and the pelvis's 0.5-2 mm, so that bone is not always a bright closed shell: at clinical
+  0.2-0.8 mm, and the pelvis's 0.4-1.5 mm, so that bone is not always a bright closed shell: at clinical
   voxel sizes a thin shell blurs into a rim barely brighter than the cancellous bone inside.
 - Ilium detail (textbook proportions, not read off one table): the iliac wing is thin in the fossa (a few
   millimetres, translucent in places) and thick along its crest and above the acetabulum. Ranges in
@@ -86,7 +86,7 @@ SACRUM_RANGES = {
 
 PELVIS_DETAIL_RANGES = ILIUM_RANGES | SACRUM_RANGES | PELVIC_MARROW_RANGES  # drawn from the detail generator
 
-CORTEX_MM = {"vertebra": (0.3, 1.2), "pelvis": (0.5, 2.0)}
+CORTEX_MM = {"vertebra": (0.2, 0.8), "pelvis": (0.4, 1.5)}
 
 TISSUE_HU_RANGES = {
     "air": (-1010, -990),

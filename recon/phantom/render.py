@@ -17,7 +17,8 @@ DIRECT_VOXELS = 64_000
 
 @dataclass(frozen=True, eq=False)
 class Paint:
-    """Fill ``shape`` with ``hu``; where it is solid (distance <= 0) also set ``label`` unless None.
+    """Fill ``shape`` with ``hu``; where the share of a voxel inside it reaches the render's
+    ``labelled_share`` also set ``label`` unless None.
 
     ``layers`` paints nested shells in one pass: (depth below the surface in mm, HU) pairs, in order.
     ``smooth`` marks a large, gently curved solid whose distances may be interpolated everywhere from a
@@ -39,17 +40,24 @@ class Imaging:
     noise_std_hu: float
 
 
-def render(grid: Grid, paints: list[Paint], *, background_hu: float) -> tuple[np.ndarray, np.ndarray]:
-    """Paint in order onto (i, j, k) arrays: HU as float32 and labels as uint8."""
+def render(grid: Grid, paints: list[Paint], *, background_hu: float,
+           labelled_share: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Paint in order onto (i, j, k) arrays: HU as float32 and labels as uint8.
+
+    A voxel takes a paint's label when at least ``labelled_share`` of it lies inside the solid (by the linear
+    partial-volume ramp): 0.5 labels the voxels whose centre is inside, the geometric truth; a smaller share
+    also labels the partial-volume voxels at the edge, as reference segmentations of real CT do."""
     hu = np.full(grid.shape, background_hu, dtype=np.float32)
     labels = np.zeros(grid.shape, dtype=np.uint8)
-    ramp_mm = float(np.sqrt(np.mean(np.square(grid.spacing_mm))))
+    ramp_mm = float(np.sqrt(np.mean(np.square(grid.spacing_mm))))  # the solid share falls linearly across it
+    label_margin_mm = ramp_mm * (0.5 - labelled_share)
     for paint in paints:
-        _paint(grid, hu, labels, paint, ramp_mm)
+        _paint(grid, hu, labels, paint, ramp_mm, label_margin_mm)
     return hu, labels
 
 
-def _paint(grid: Grid, hu: np.ndarray, labels: np.ndarray, paint: Paint, ramp_mm: float) -> None:
+def _paint(grid: Grid, hu: np.ndarray, labels: np.ndarray, paint: Paint, ramp_mm: float,
+           label_margin_mm: float) -> None:
     depths = (0.0,) + tuple(depth for depth, _ in paint.layers)
     box = _index_box(grid, paint.shape, ramp_mm + max(depths))
     if box is None:
@@ -68,7 +76,7 @@ def _paint(grid: Grid, hu: np.ndarray, labels: np.ndarray, paint: Paint, ramp_mm
             fraction = np.clip(0.5 - (distance + depth_mm) / ramp_mm, 0.0, 1.0).astype(np.float32)
             values += (np.float32(layer_hu) - values) * fraction
         if paint.label is not None:
-            labels[region][distance <= 0] = paint.label
+            labels[region][distance <= label_margin_mm] = paint.label
 
 
 def _distances(grid: Grid, shape: Shape, region, depths: tuple[float, ...], step: int, band_mm: float) -> np.ndarray:

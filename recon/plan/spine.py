@@ -288,11 +288,13 @@ def _screw(bone: VertebraBone, level: str, side: str, trajectory: _Trajectory, d
 
 def _separate(bone: VertebraBone, planned: dict[str, tuple[Screw, _Trajectory | None]],
               catalogue: ScrewCatalogue) -> list[Screw]:
-    """Shorten both screws of a level, one catalogue step at a time, while they would touch."""
+    """Shorten both screws of a level, one catalogue step at a time, while they would touch and both would
+    still reach past the back of their pedicles (else they stay as they are, and the plan warns that they
+    touch)."""
     (left, left_path), (right, right_path) = planned["left"], planned["right"]
     while left.status == right.status == "planned" and _gap(left, right) <= 0:
         shorter = [catalogue.shorter_than(s.length_mm) for s in (left, right)]
-        if None in shorter:
+        if None in shorter or shorter[0] <= left_path.graded_from_mm or shorter[1] <= right_path.graded_from_mm:
             break
         left = _screw(bone, left.vertebra, "left", left_path, left.diameter_mm, shorter[0])
         right = _screw(bone, right.vertebra, "right", right_path, right.diameter_mm, shorter[1])

@@ -9,6 +9,11 @@ darkest between them: a disc, a joint space). Only bone within ``REACH_MM`` of a
 gave recon's bones together at least ``MIN_BONE_SCORE`` is taken, so a contrast-filled vessel or bowel beside a
 vertebra, which the network calls background with near certainty, stays background, and so does a rib, which
 it calls other bone. Voxels the network labelled keep their label.
+
+Then what a hip bone or femur label encloses in an axial, coronal or sagittal slice joins it
+(``fill_solid_bones``): those bones are cortex around marrow with no cavity that belongs to anything else, so
+marrow too dark for ``BONE_HU`` that the network left as background inside its own outline is theirs. Vertebrae
+and the sacrum are left alone: they enclose the spinal canal.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from skimage.segmentation import watershed
 BONE_HU = 200.0
 REACH_MM = 12.0
 MIN_BONE_SCORE = 0.05
+SOLID_BONES = ("hip_left", "hip_right", "femur_left", "femur_right")
 
 
 def fill_bone(classes: np.ndarray, hu: np.ndarray, bone_score: np.ndarray, spacing_mm: float) -> np.ndarray:
@@ -42,3 +48,16 @@ def _bone_with_marrow(hu: np.ndarray) -> np.ndarray:
     for k in range(bone.shape[2]):
         bone[:, :, k] = ndimage.binary_fill_holes(bone[:, :, k])
     return bone
+
+
+def fill_solid_bones(classes: np.ndarray, solid: list[int]) -> np.ndarray:
+    """``classes`` with the background that each class in ``solid`` encloses in its slices along each axis in
+    turn given to it."""
+    filled = classes.copy()
+    for c in solid:
+        bone = classes == c
+        for axis in range(3):  # each plane's fill closes outlines for the next
+            planes = np.moveaxis(bone, axis, 0)
+            bone |= np.moveaxis(np.stack([ndimage.binary_fill_holes(plane) for plane in planes]), 0, axis)
+        filled[bone & (filled == 0)] = c
+    return filled

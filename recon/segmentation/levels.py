@@ -30,6 +30,7 @@ SAME_LEVEL_MM = 12.0
 VERTEBRA_HEIGHT_MM = 30.0
 MIN_DISC_GAP_MM = 18.0
 DISC_AREA_SHARE = 0.6
+SHALLOW_DISC_AREA_SHARE = 0.8
 MAX_VERTEBRA_SLAB_MM = 55.0
 DISC_BAND_MM = 6.0
 AREA_SMOOTHING_MM = 3.0  # a slice's worth of noise in the area profile is not a disc
@@ -98,27 +99,38 @@ def _vertebra_instances(classes, vertebra_classes, min_voxels: int, spacing_mm: 
 def _disc_slices(piece: np.ndarray, spacing_mm: float) -> list[int]:
     """Axial slices (index axis 2) where ``piece`` narrows to a disc level: a minimum of its area per slice at
     most ``DISC_AREA_SHARE`` of the largest areas within ``VERTEBRA_HEIGHT_MM`` below and above it (only the
-    posterior elements cross a disc level), at least ``MIN_DISC_GAP_MM`` apart."""
+    posterior elements cross a disc level), at least ``MIN_DISC_GAP_MM`` apart. A stretch between them still
+    too tall for one vertebra holds a disc the network partly filled: it is cut at its narrowest minimum at
+    most ``SHALLOW_DISC_AREA_SHARE`` of its neighbours, if it has one ``MIN_DISC_GAP_MM`` from both ends."""
     raw = piece.sum(axis=(0, 1)).astype(float)
     area = ndimage.gaussian_filter1d(raw, AREA_SMOOTHING_MM / spacing_mm)
+    minima, _ = signal.find_peaks(-area)
+    shares = {int(k): _narrowing(area, raw, int(k), spacing_mm) for k in minima}
+    gap = max(1, round(MIN_DISC_GAP_MM / spacing_mm))
+    spaced, _ = signal.find_peaks(-area, distance=gap)
+    discs = [int(k) for k in spaced if shares[int(k)] <= DISC_AREA_SHARE]
+    heights = np.flatnonzero(raw)
+    ends = [int(heights[0]), *discs, int(heights[-1])]
+    for low, high in zip(ends[:-1], ends[1:]):
+        if (high - low + 1) * spacing_mm > MAX_VERTEBRA_SLAB_MM:
+            inner = [k for k in shares if low + gap <= k <= high - gap and shares[k] <= SHALLOW_DISC_AREA_SHARE]
+            discs += [min(inner, key=shares.get)] if inner else []
+    return sorted(discs)
+
+
+def _narrowing(area: np.ndarray, raw: np.ndarray, k: int, spacing_mm: float) -> float:
+    """Slice ``k``'s smoothed area over the smaller of the largest smoothed areas within ``VERTEBRA_HEIGHT_MM``
+    below and above. Where that neighbourhood runs to an end of the grid that the piece touches (a vertebra
+    cut off by the scan), the raw areas count too: smoothing blurs the few slices of a sliver of vertebra at
+    the edge into the disc below it, and would hide the disc."""
     reach = max(1, round(VERTEBRA_HEIGHT_MM / spacing_mm))
-    minima, _ = signal.find_peaks(-area, distance=max(1, round(MIN_DISC_GAP_MM / spacing_mm)))
-    discs = []
-    for k in minima:
-        below = _widest(area, raw, max(0, k - reach), k)
-        above = _widest(area, raw, k + 1, min(len(area), k + 1 + reach))
-        if area[k] <= DISC_AREA_SHARE * min(below, above):
-            discs.append(int(k))
-    return discs
-
-
-def _widest(area: np.ndarray, raw: np.ndarray, low: int, high: int) -> float:
-    """The largest smoothed area in slices ``low:high``. Where they run to an end of the grid that the piece
-    touches (a vertebra cut off by the scan), the raw areas count too: the smoothing takes the slices beyond
-    the scan for empty, and would hide the disc below a sliver of vertebra at the edge."""
-    widest = area[low:high].max(initial=0)
-    cut = (low == 0 and raw[0] > 0) or (high == len(raw) and raw[-1] > 0)
-    return max(widest, raw[low:high].max(initial=0)) if cut else widest
+    low, high = max(0, k - reach), min(len(area), k + 1 + reach)
+    below, above, narrowest = area[low:k].max(initial=0), area[k + 1:high].max(initial=0), area[k]
+    if low == 0 and raw[0] > 0:
+        below, narrowest = max(below, raw[low:k].max(initial=0)), min(narrowest, raw[k])
+    if high == len(raw) and raw[-1] > 0:
+        above, narrowest = max(above, raw[k + 1:high].max(initial=0)), min(narrowest, raw[k])
+    return float(narrowest / max(min(below, above), 1e-9))
 
 
 def _slabs(piece: np.ndarray, discs: list[int], hu: np.ndarray, spacing_mm: float) -> list[np.ndarray]:

@@ -176,7 +176,8 @@ def phantom_sample(config: dict, number: int) -> tuple[np.ndarray, np.ndarray]:
         phantom = make_phantom(TRAIN_SEED_BASE * (config["seed"] + 1) + number,
                                shape=tuple(config["phantom_shape"]), spacing_mm=spacing,
                                label_other_bone=bool(config.get("other_bone_class")),
-                               hip_replacement_probability=float(config.get("hip_replacement_probability", 0.0)))
+                               hip_replacement_probability=float(config.get("hip_replacement_probability", 0.0)),
+                               labelled_share=float(config.get("labelled_share", 0.5)))
         _PHANTOM_CACHE[key] = (phantom.ct.hu.astype(np.float32), phantom.labels.labels.astype(np.uint8))
     return _PHANTOM_CACHE[key]
 
@@ -322,7 +323,7 @@ def _truncate_field_of_view(image: np.ndarray, target: np.ndarray, augment: dict
 
 def _validation_phantom(config: dict, number: int) -> tuple[np.ndarray, np.ndarray]:
     phantom = make_phantom(VALIDATION_SEED_BASE + number, shape=tuple(config["phantom_shape"]),
-                           spacing_mm=(config["spacing_mm"],) * 3)
+                           spacing_mm=(config["spacing_mm"],) * 3, labelled_share=float(config.get("labelled_share", 0.5)))
     return phantom.ct.hu.astype(np.float32), phantom.labels.labels.astype(np.uint8)
 
 
