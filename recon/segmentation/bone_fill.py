@@ -58,6 +58,7 @@ def fill_solid_bones(classes: np.ndarray, solid: list[int]) -> np.ndarray:
         bone = classes == c
         for axis in range(3):  # each plane's fill closes outlines for the next
             planes = np.moveaxis(bone, axis, 0)
-            bone |= np.moveaxis(np.stack([ndimage.binary_fill_holes(plane) for plane in planes]), 0, axis)
-        filled[bone & (filled == 0)] = c
+            enclosed = np.moveaxis(np.stack([ndimage.binary_fill_holes(plane) for plane in planes]), 0, axis)
+            bone |= enclosed & (filled == 0)
+        filled[bone] = c
     return filled
