@@ -24,14 +24,16 @@ HELD_OUT_PHANTOMS = 4
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
-def held_out_phantoms(model, count: int = HELD_OUT_PHANTOMS, hip_replacement_probability: float = 0.0) -> dict:
+def held_out_phantoms(model, count: int = HELD_OUT_PHANTOMS, hip_replacement_probability: float = 0.0,
+                      labelled_share: float = 0.5) -> dict:
     """Dice per bone (mean and worst over the phantoms) and the share of levels named right, on small phantoms
-    (2 mm, another spacing than training's), each hip replaced with ``hip_replacement_probability``."""
+    (2 mm, another spacing than training's), each hip replaced with ``hip_replacement_probability``, against
+    labels drawn with ``labelled_share`` (0.5: the geometric truth; ``recon.phantom.make_phantom``)."""
     dice: dict[str, list[float]] = {}
     named, total = 0, 0
     for number in range(count):
         phantom = make_phantom(HELD_OUT_SEED_BASE + number, size="small",
-                               hip_replacement_probability=hip_replacement_probability)
+                               hip_replacement_probability=hip_replacement_probability, labelled_share=labelled_share)
         result = evaluate(segment(phantom.ct, model=model), phantom.labels)
         for name, score in result.labels.items():
             if name in BONES and name in phantom.labels.names.values():
@@ -67,6 +69,9 @@ def measure(name_or_path) -> dict:
     model = load_model(name_or_path)
     figures = {"held_out_phantoms": held_out_phantoms(model),
                "held_out_phantoms_with_hip_replacements": held_out_phantoms(model, hip_replacement_probability=1.0)}
+    trained_share = model.card.get("training", {}).get("configuration", {}).get("labelled_share", 0.5)
+    if trained_share != 0.5:  # also against labels drawn as the model learnt them
+        figures["held_out_phantoms_with_training_labels"] = held_out_phantoms(model, labelled_share=trained_share)
     if SHARED_DATA.is_dir():
         figures["real_totalseg_example_vs_reference_v1"] = totalsegmentator_example(model)
         figures["real_tptbox_l3"] = tptbox_l3(model)
