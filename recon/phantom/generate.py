@@ -12,7 +12,7 @@ from recon.phantom.body import build_body
 from recon.phantom.implants import metal_streaks
 from recon.phantom.morphometry import CORTEX_MM, TISSUE_HU_RANGES, draw
 from recon.phantom.pelvis import build_pelvis, draw_pelvis
-from recon.phantom.render import Imaging, apply_imaging, render
+from recon.phantom.render import GEOMETRIC_SHARE, Imaging, apply_imaging, render
 from recon.phantom.shapes import rotation_about
 from recon.phantom.spine import build_spine
 from recon.volume import LabelMap, Volume
@@ -34,7 +34,7 @@ class Phantom:
 def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] | None = None,
                  spacing_mm: tuple[float, float, float] | None = None, contrast: bool | None = None,
                  label_other_bone: bool = False, hip_replacement_probability: float = 0.0,
-                 labelled_share: float = 0.5) -> Phantom:
+                 labelled_share: float = GEOMETRIC_SHARE) -> Phantom:
     """A synthetic CT of the lower spine and hips with labels and truth, reproducible from ``seed``.
 
     ``size`` picks a preset grid (``"small"``: 128^3 at 2 mm; ``"clinical"``: 512 x 512 x 300 at

@@ -13,6 +13,7 @@ from recon.phantom.shapes import Shape
 SLAB_VOXELS = 4_000_000
 COARSE_CELL_MM = 3.0
 DIRECT_VOXELS = 64_000
+GEOMETRIC_SHARE = 0.5  # label the voxels whose centre lies inside: the geometric truth
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,7 +42,7 @@ class Imaging:
 
 
 def render(grid: Grid, paints: list[Paint], *, background_hu: float,
-           labelled_share: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+           labelled_share: float = GEOMETRIC_SHARE) -> tuple[np.ndarray, np.ndarray]:
     """Paint in order onto (i, j, k) arrays: HU as float32 and labels as uint8.
 
     A voxel takes a paint's label when at least ``labelled_share`` of it lies inside the solid (by the linear
@@ -50,7 +51,7 @@ def render(grid: Grid, paints: list[Paint], *, background_hu: float,
     hu = np.full(grid.shape, background_hu, dtype=np.float32)
     labels = np.zeros(grid.shape, dtype=np.uint8)
     ramp_mm = float(np.sqrt(np.mean(np.square(grid.spacing_mm))))  # the solid share falls linearly across it
-    label_margin_mm = ramp_mm * (0.5 - labelled_share)
+    label_margin_mm = ramp_mm * (GEOMETRIC_SHARE - labelled_share)
     for paint in paints:
         _paint(grid, hu, labels, paint, ramp_mm, label_margin_mm)
     return hu, labels

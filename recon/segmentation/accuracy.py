@@ -16,8 +16,10 @@ from recon.io.atomic import atomic_path
 from recon.io.labels import read_label_map
 from recon.io.loading import load_ct
 from recon.phantom import make_phantom
+from recon.phantom.render import GEOMETRIC_SHARE
 from recon.segmentation.infer import segment
 from recon.segmentation.model import CARD_FILE, load_model, model_dir
+from recon.segmentation.train import labelled_share_of
 
 HELD_OUT_SEED_BASE = 950_000_000  # neither a training nor a validation seed
 HELD_OUT_PHANTOMS = 4
@@ -25,7 +27,7 @@ SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def held_out_phantoms(model, count: int = HELD_OUT_PHANTOMS, hip_replacement_probability: float = 0.0,
-                      labelled_share: float = 0.5) -> dict:
+                      labelled_share: float = GEOMETRIC_SHARE) -> dict:
     """Dice per bone (mean and worst over the phantoms) and the share of levels named right, on small phantoms
     (2 mm, another spacing than training's), each hip replaced with ``hip_replacement_probability``, against
     labels drawn with ``labelled_share`` (0.5: the geometric truth; ``recon.phantom.make_phantom``)."""
@@ -69,8 +71,8 @@ def measure(name_or_path) -> dict:
     model = load_model(name_or_path)
     figures = {"held_out_phantoms": held_out_phantoms(model),
                "held_out_phantoms_with_hip_replacements": held_out_phantoms(model, hip_replacement_probability=1.0)}
-    trained_share = model.card.get("training", {}).get("configuration", {}).get("labelled_share", 0.5)
-    if trained_share != 0.5:  # also against labels drawn as the model learnt them
+    trained_share = labelled_share_of(model.card.get("training", {}).get("configuration", {}))
+    if trained_share != GEOMETRIC_SHARE:  # also against labels drawn as the model learnt them
         figures["held_out_phantoms_with_training_labels"] = held_out_phantoms(model, labelled_share=trained_share)
     if SHARED_DATA.is_dir():
         figures["real_totalseg_example_vs_reference_v1"] = totalsegmentator_example(model)

@@ -2,9 +2,10 @@
 
 The CT is resampled (averaged, where it is finer) onto an axis-aligned LPS grid at the model's spacing, the
 network runs in sliding windows, levels are made consistent (``levels.py``), bone the network left out is given
-to its neighbouring label and the marrow a hip bone or femur encloses to that bone (``bone_fill.py``), and each label returns to the input grid by interpolating its
-class score linearly, one label at a time on its own bounding box: smooth boundaries without ever holding
-full-resolution scores for every class (only one running maximum and the uint8 labels).
+to its neighbouring label and the marrow a hip bone or femur encloses to that bone (``bone_fill.py``), and
+each label returns to the input grid by interpolating its class score linearly, one label at a time on its own
+bounding box: smooth boundaries without ever holding full-resolution scores for every class (only one running
+maximum and the uint8 labels).
 """
 
 from __future__ import annotations

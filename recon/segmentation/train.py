@@ -28,6 +28,7 @@ from recon.anatomy import BONES, LABEL_IDS, OTHER_BONE
 from recon.errors import InputError
 from recon.io.atomic import atomic_path
 from recon.phantom import make_phantom
+from recon.phantom.render import GEOMETRIC_SHARE
 from recon.schemas import read_json
 from recon.segmentation.datasets import load_user_dataset
 from recon.segmentation.model import CARD_FILE, build_network, load_model, model_dir, save_model
@@ -177,9 +178,14 @@ def phantom_sample(config: dict, number: int) -> tuple[np.ndarray, np.ndarray]:
                                shape=tuple(config["phantom_shape"]), spacing_mm=spacing,
                                label_other_bone=bool(config.get("other_bone_class")),
                                hip_replacement_probability=float(config.get("hip_replacement_probability", 0.0)),
-                               labelled_share=float(config.get("labelled_share", 0.5)))
+                               labelled_share=labelled_share_of(config))
         _PHANTOM_CACHE[key] = (phantom.ct.hu.astype(np.float32), phantom.labels.labels.astype(np.uint8))
     return _PHANTOM_CACHE[key]
+
+
+def labelled_share_of(config: dict) -> float:
+    """How much of a voxel must lie inside a phantom's bone for the run to label it (``make_phantom``)."""
+    return float(config.get("labelled_share", GEOMETRIC_SHARE))
 
 
 def training_crop(hu: np.ndarray, labels: np.ndarray, config: dict, rng: np.random.Generator):
@@ -323,7 +329,7 @@ def _truncate_field_of_view(image: np.ndarray, target: np.ndarray, augment: dict
 
 def _validation_phantom(config: dict, number: int) -> tuple[np.ndarray, np.ndarray]:
     phantom = make_phantom(VALIDATION_SEED_BASE + number, shape=tuple(config["phantom_shape"]),
-                           spacing_mm=(config["spacing_mm"],) * 3, labelled_share=float(config.get("labelled_share", 0.5)))
+                           spacing_mm=(config["spacing_mm"],) * 3, labelled_share=labelled_share_of(config))
     return phantom.ct.hu.astype(np.float32), phantom.labels.labels.astype(np.uint8)
 
 
