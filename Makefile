@@ -30,13 +30,15 @@ bench: setup
 
 # the shipped model from scratch: 4000 steps on phantoms (about 1.5 h on an AMD EPYC, 2.3-2.5 h on a Xeon,
 # 2 cores), 1200 steps of fine-tuning with hip replacements (about 50 min on the Xeon), 1000 more on the
-# revised pelvis (about 40 min), 1000 more with edge labels (about 40 min), then its measured accuracy
+# revised pelvis (about 40 min), 1000 more with edge labels (about 40 min), 1000 more with the coccyx, posterior
+# ilium and tight crops (about 40 min), then its measured accuracy
 model: setup
-	rm -rf models/bone3mm build/bone3mm_base build/bone3mm_implants build/bone3mm_pelvis
+	rm -rf models/bone3mm build/bone3mm_base build/bone3mm_implants build/bone3mm_pelvis build/bone3mm_edges
 	$(BIN)/recon train -o build/bone3mm_base --steps 4000
 	$(BIN)/recon train -o build/bone3mm_implants --config recon/data/training_hip_implants.json --init build/bone3mm_base
 	$(BIN)/recon train -o build/bone3mm_pelvis --config recon/data/training_pelvis_anatomy.json --init build/bone3mm_implants
-	$(BIN)/recon train -o models/bone3mm --config recon/data/training_bone_edges.json --init build/bone3mm_pelvis
+	$(BIN)/recon train -o build/bone3mm_edges --config recon/data/training_bone_edges.json --init build/bone3mm_pelvis
+	$(BIN)/recon train -o models/bone3mm --config recon/data/training_sacrum_tight_crops.json --init build/bone3mm_edges
 	$(BIN)/python -m recon.segmentation.accuracy models/bone3mm
 
 clean:

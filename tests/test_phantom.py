@@ -199,3 +199,17 @@ def test_a_smaller_labelled_share_labels_the_partial_volume_voxels_at_a_bones_ed
     hu_next_to_bone = hu_truth[ndimage.binary_dilation(truth == 1) & (truth == 0)].mean()
     hu_next_to_edges = hu_edges[ndimage.binary_dilation(edges == 1) & (edges == 0)].mean()
     assert hu_next_to_edges < 0.5 * hu_next_to_bone
+
+
+def test_the_coccyx_carries_the_sacrum_on_below_its_apex_curving_forward():
+    from recon.phantom.pelvis import _sacrum
+
+    frame = np.eye(3)  # sacral frame: left, posterior, up; S1 endplate centre at the origin
+    points = np.stack(np.meshgrid(*[np.arange(-79.5, 80.0, 2.0)] * 2 + [np.arange(-199.5, 0.0, 2.0)],
+                                  indexing="ij"), axis=-1).reshape(-1, 3)
+    sacrum = points[_sacrum(np.zeros(3), frame, 110.0, 20.0, 40.0).sdf(points) <= 0]
+    apex = np.array([0.0, 24.0 - 20.0, -110.0])  # where the sacral curve ends (bent 20 mm forward)
+    tail = sacrum[sacrum[:, 2] < apex[2] - 10.0]
+    assert sacrum[:, 2].min() < apex[2] - 20.0
+    assert tail[:, 1].mean() < apex[1] - 5.0  # in front of the apex
+    assert np.ptp(tail[:, 0]) < 20.0  # narrow

@@ -377,6 +377,37 @@ def test_each_bone_gets_its_own_marrow_offset_and_the_rest_of_the_image_is_untou
     assert np.all(changed[20, :, :] == 0) and changed[0, 0, 0] == 0
 
 
+def test_a_tight_crop_repeats_its_edge_voxels_to_the_patch_size_labels_alike():
+    from recon.segmentation.train import training_crop
+
+    config = default_config()
+    config["augment"].update(tight_crop_probability=1.0, tight_crop_min_voxels=8, truncate_probability=0.0)
+    config["patch_voxels"] = [40, 40, 40]
+    phantom = make_phantom(5, shape=(64, 64, 72), spacing_mm=(4.0, 4.0, 4.0))
+    image, target = training_crop(phantom.ct.hu.astype(np.float32), phantom.labels.labels, config,
+                                  np.random.default_rng(2))
+    assert image.shape == target.shape == (40, 40, 40)
+    repeated = [np.flatnonzero(np.all(np.diff(image, axis=a) == 0, axis=tuple({0, 1, 2} - {a}))) for a in range(3)]
+    assert sum(len(r) for r in repeated) > 0  # some axis was cropped short of the patch
+    for axis, steps in enumerate(repeated):
+        assert np.all(np.take(np.diff(target, axis=axis), steps, axis=axis) == 0)
+
+
+def test_a_scan_smaller_than_a_window_is_padded_with_its_own_edge_voxels_not_air():
+    from recon.segmentation.window import predict_scores
+
+    class Recorder(torch.nn.Module):
+        seen = []
+
+        def forward(self, x):
+            self.seen.append((float(x.min()), float(x.max())))
+            return torch.zeros((x.shape[0], 2, *x.shape[2:]))
+
+    network = Recorder()
+    predict_scores(network, np.full((10, 12, 6), 0.05, np.float32), (16, 16, 16))
+    assert network.seen and all(low == high == np.float32(0.05) for low, high in network.seen)
+
+
 def test_training_crops_have_the_patch_size_and_no_label_outside_a_truncated_field_of_view():
     from recon.segmentation.train import training_crop
 

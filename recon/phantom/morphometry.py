@@ -10,8 +10,10 @@ Sources, as ranges read off their tables (adult, mixed sex):
 - Canal: interpedicular distance about 18-20 mm at T11-T12 rising to 24-28 mm at L5 (Zindrick 1987).
 - Discs: lumbar disc height 8-12 mm, lower thoracic 5-8 mm (Frobin W et al., Precision measurement of
   disc height, vertebral height and sagittal plane displacement, Clin Biomech 1997;12 Suppl 1:S1-S63).
-- Sagittal alignment: lumbar lordosis L1-S1 40-60 degrees, sacral slope 30-50, pelvic tilt 5-20
-  (Roussouly P et al., Spine 2005;30(3):346-353; Legaye J et al., Eur Spine J 1998;7:99-103).
+- Sagittal alignment: lumbar lordosis L1-S1 40-60 degrees (Roussouly P et al., Spine 2005;30(3):346-353);
+  pelvic incidence 52 +- 10 and pelvic tilt 12 +- 6 degrees in asymptomatic adults (Legaye J et al., Eur
+  Spine J 1998;7:99-103; Vialle R et al., J Bone Joint Surg Am 2005;87(2):260-267), drawn over about two
+  standard deviations: incidence 35-72, tilt 0-25 (sacral slope, their difference, 10-72).
 - Pelvis: inter-ASIS distance 210-260 mm; hip joint centre 30% of it below, 14% medial and 22% posterior
   of the ASIS (Bell AL et al., J Biomech 1990;23(6):617-621). Acetabular inclination 40-55 and
   anteversion 12-25 degrees (Tannast M et al., Clin Orthop 2007;455:1-9 reviewing Murray's definitions).
@@ -29,7 +31,10 @@ Sources, as ranges read off their tables (adult, mixed sex):
   ``ILIUM_RANGES``.
 - Sacrum (textbook proportions): about 10-12 cm from the S1 endplate to the apex, narrowing from the alae to
   2-3 cm at the apex, concave in front with the lower segments curving forward (the sacral kyphosis).
-  Ranges in ``SACRUM_RANGES``.
+  The posterior ilium is a thick block behind and beside the alae, meeting the sacrum across the auricular
+  surface (S1-S3). The coccyx, 3-5 segments about 2-4.5 cm long, continues the curve forward (Woon JTK,
+  Stringer MD, Clin Anat 2012;25(2):158-167); reference segmentations (TotalSegmentator) have no coccyx class
+  and count it with the sacrum, and so do the phantoms. Ranges in ``SACRUM_RANGES``.
 - Pelvic marrow: the cancellous bone of the sacrum, hip bones and proximal femurs is drawn as a share of the
   lumbar one (``PELVIC_MARROW_RANGES``): in adults the pelvis's marrow turns fatty earlier than the spine's, so
   at 3 mm a hip bone is often a bright cortical outline around an interior no brighter than muscle.
@@ -56,8 +61,8 @@ LORDOSIS_SHARE = {"L5": 0.30, "L4": 0.25, "L3": 0.20, "L2": 0.15, "L1": 0.10}
 
 PELVIS_RANGES = {
     "inter_asis_mm": (210, 260),
-    "pelvic_incidence_deg": (42, 62),
-    "pelvic_tilt_deg": (5, 20),
+    "pelvic_incidence_deg": (35, 72),
+    "pelvic_tilt_deg": (0, 25),
     "lumbar_lordosis_deg": (40, 60),
     "hip_to_s1_mm": (95, 120),
     "acetabular_inclination_deg": (40, 55),
@@ -82,6 +87,7 @@ PELVIC_MARROW_RANGES = {"pelvic_cancellous_share": (0.35, 1.0)}
 SACRUM_RANGES = {
     "sacrum_length_mm": (95.0, 125.0),
     "sacral_bend_mm": (8.0, 30.0),
+    "coccyx_length_mm": (20.0, 45.0),
 }
 
 PELVIS_DETAIL_RANGES = ILIUM_RANGES | SACRUM_RANGES | PELVIC_MARROW_RANGES  # drawn from the detail generator

@@ -22,6 +22,8 @@ from recon.phantom.shapes import (Capsule, Cylinder, Difference, Ellipsoid, Half
 SIDES = {"left": 1.0, "right": -1.0}
 SI_JOINT_GAP_MM = 2.5
 SACRAL_SEGMENTS = 7
+COCCYGEAL_SEGMENTS = 4
+COCCYX_FORWARD_DEG = 25.0
 
 
 def draw_pelvis(rng: np.random.Generator, detail_rng: np.random.Generator) -> dict[str, float]:
@@ -47,7 +49,8 @@ def build_pelvis(params: dict, origin: np.ndarray, rotation: np.ndarray, tissue:
     sacral_slope = np.radians(params["pelvic_incidence_deg"] - params["pelvic_tilt_deg"])
     s1_local = params["hip_to_s1_mm"] * np.array([0.0, np.sin(tilt), np.cos(tilt)])
     s1_rotation = rotation @ rotation_about([1, 0, 0], sacral_slope)
-    sacrum = _sacrum(world(s1_local), s1_rotation, params["sacrum_length_mm"], params["sacral_bend_mm"])
+    sacrum = _sacrum(world(s1_local), s1_rotation, params["sacrum_length_mm"], params["sacral_bend_mm"],
+                     params["coccyx_length_mm"])
     head_radius = params["femoral_head_diameter_mm"] / 2
     acetabulum_radius = head_radius + params["joint_space_mm"]
     soft, hips, landmarks = [], {}, {}
@@ -61,7 +64,7 @@ def build_pelvis(params: dict, origin: np.ndarray, rotation: np.ndarray, tissue:
         center = world(center_local)
         opening = _cup_opening(side, params, rotation)
         hip = _hip_bone(side, params, world, rotation, center_local, asis_local, tubercle_local, acetabulum_radius,
-                        opening)
+                        opening, s1_local)
         hip = Difference(Difference(hip, Sphere(center, acetabulum_radius)), Offset(sacrum, SI_JOINT_GAP_MM))
         femur, femur_cancellous, marrow, joint = _femur(side, params, world, rotation, center_local, head_radius)
         soft.append(Paint(Sphere(center, acetabulum_radius), tissue["cartilage"]))
@@ -87,10 +90,10 @@ def build_pelvis(params: dict, origin: np.ndarray, rotation: np.ndarray, tissue:
     return world(s1_local), s1_rotation, soft, bones, {"hips": hips, "landmarks_lps_mm": landmarks}
 
 
-def _sacrum(s1: np.ndarray, frame: np.ndarray, length_mm: float, bend_mm: float) -> Shape:
+def _sacrum(s1: np.ndarray, frame: np.ndarray, length_mm: float, bend_mm: float, coccyx_mm: float) -> Shape:
     """S1's body and alae, then S2 to the apex: ``SACRAL_SEGMENTS`` ellipsoids along a curve ``length_mm`` below
     the S1 endplate that bends forward by ``bend_mm`` at the apex (the sacral kyphosis), narrowing and thinning
-    as they go down."""
+    as they go down; then the coccyx, ``coccyx_mm`` long, curving further forward."""
     posterior, up = frame[:, 1], frame[:, 2]
     body = Cylinder(s1 - up * 14, frame, 24.0, 17.0, 14.0)
     alae = Ellipsoid(s1 - up * 22 + posterior * 8, np.array([56.0, 22.0, 22.0]), frame)
@@ -99,14 +102,33 @@ def _sacrum(s1: np.ndarray, frame: np.ndarray, length_mm: float, bend_mm: float)
     for t in np.linspace(0.0, 1.0, SACRAL_SEGMENTS):
         point = (1 - t) ** 2 * controls[0] + 2 * t * (1 - t) * controls[1] + t**2 * controls[2]
         tangent = 2 * (1 - t) * (controls[1] - controls[0]) + 2 * t * (controls[2] - controls[1])
-        tangent /= np.linalg.norm(tangent)
-        axis = -(tangent[0] * posterior + tangent[1] * up)
-        depth_axis = np.cross(axis, frame[:, 0])
-        rotation = np.column_stack([frame[:, 0], depth_axis, axis])
-        radii = np.array([36.0 - 26.0 * t, 13.0 - 7.0 * t, 0.8 * (length_mm - 24.0) / (SACRAL_SEGMENTS - 1)])
-        segments.append(Ellipsoid(s1 + point[0] * posterior + point[1] * up, radii, rotation))
+        radii = np.array([46.0 - 36.0 * t, 13.0 - 7.0 * t, 0.8 * (length_mm - 24.0) / (SACRAL_SEGMENTS - 1)])
+        segments.append(_segment(s1, frame, point, tangent, radii))
+    segments += _coccyx(s1, frame, controls[2], 2 * (controls[2] - controls[1]), coccyx_mm)
     canal = Capsule(s1 + posterior * 24 + up * 5, s1 + posterior * 30 - up * 85, 6.0)
     return Difference(Union((body, alae, *segments)), canal)
+
+
+def _coccyx(s1, frame, apex, tangent, length_mm: float) -> list[Shape]:
+    """``COCCYGEAL_SEGMENTS`` small ellipsoids from the sacral apex along ``tangent`` (posterior, up) turned
+    ``COCCYX_FORWARD_DEG`` forward, narrowing from the apex's width."""
+    turn = np.radians(COCCYX_FORWARD_DEG)
+    direction = np.array([[np.cos(turn), np.sin(turn)], [-np.sin(turn), np.cos(turn)]]) @ tangent
+    direction /= np.linalg.norm(direction)
+    step = length_mm / COCCYGEAL_SEGMENTS
+    return [_segment(s1, frame, apex + direction * step * (n + 0.5), direction,
+                     np.array([8.0 - 1.2 * n, 5.0 - 0.6 * n, 0.6 * step]))
+            for n in range(COCCYGEAL_SEGMENTS)]
+
+
+def _segment(s1, frame, point, tangent, radii) -> Shape:
+    """An ellipsoid at ``point`` (posterior, up of the sacral frame from S1) whose long axis follows
+    ``tangent``: ``radii`` are its half width, half depth and half length."""
+    posterior, up = frame[:, 1], frame[:, 2]
+    tangent = tangent / np.linalg.norm(tangent)
+    axis = -(tangent[0] * posterior + tangent[1] * up)
+    rotation = np.column_stack([frame[:, 0], np.cross(axis, frame[:, 0]), axis])
+    return Ellipsoid(s1 + point[0] * posterior + point[1] * up, radii, rotation)
 
 
 def _cup_opening(side, params, rotation) -> np.ndarray:
@@ -117,7 +139,7 @@ def _cup_opening(side, params, rotation) -> np.ndarray:
                                 -np.cos(inclination) * np.cos(anteversion)])
 
 
-def _hip_bone(side, params, world, rotation, center, asis, tubercle, acetabulum_radius, opening) -> Shape:
+def _hip_bone(side, params, world, rotation, center, asis, tubercle, acetabulum_radius, opening, s1) -> Shape:
     socket = Intersection((Sphere(world(center), acetabulum_radius + 6.0),
                            HalfSpace(world(center) + opening * 0.2 * acetabulum_radius, opening)))
     flare = np.radians(25)
@@ -130,6 +152,7 @@ def _hip_bone(side, params, world, rotation, center, asis, tubercle, acetabulum_
     tubercle_center = tubercle + np.array([0.0, 4.0, 0.0])
     pubic_body = tubercle + np.array([-side * 2.0, 14.0, -10.0])
     tuberosity = center + np.array([-side * 8.0, 22.0, -62.0])
+    posterior_ilium = np.array([side * 50.0, s1[1] + 20.0, s1[2] - 30.0])  # behind and beside the alae
     r = acetabulum_radius
     parts = [
         socket, wing,
@@ -143,6 +166,8 @@ def _hip_bone(side, params, world, rotation, center, asis, tubercle, acetabulum_
         Capsule(world(tuberosity), world(pubic_body + [0, 0, -14]), 6.0),
         Capsule(world(center + [0, r, 0.5 * r]), world(wing_center + [0, 40, -35]), 9.0),
         Capsule(world(wing_center + [-side * 10, 48, -10]), world(wing_center + [-side * 26, 40, 5]), 9.0),
+        Ellipsoid(world(posterior_ilium), np.array([14.0, 18.0, 28.0]), rotation),
+        Capsule(world(posterior_ilium), world(wing_center + [-side * 10, 48, -10]), 10.0),
         Ellipsoid(world(center + [side * 4, 4, r + 10]), np.array([0.8, 1.2, 1.0]) * params["supra_acetabular_radius_mm"],
                   rotation),
         *_iliac_crest(world(wing_center), wing_radii, wing_frame, params["crest_radius_mm"]),

@@ -212,6 +212,7 @@ def training_crop(hu: np.ndarray, labels: np.ndarray, config: dict, rng: np.rand
         image = _marrow_variation(image, target, augment, rng)
     image = _augment_intensity(image, augment, rng)
     target = _truncate_field_of_view(image, target, augment, rng)
+    image, target = _tight_crop(image, target, augment, rng)
     return normalise(image, config["intensity"]), target.astype(np.int64)
 
 
@@ -325,6 +326,20 @@ def _truncate_field_of_view(image: np.ndarray, target: np.ndarray, augment: dict
     target = target.copy()
     target[outside] = 0
     return target
+
+
+def _tight_crop(image: np.ndarray, target: np.ndarray, augment: dict, rng: np.random.Generator):
+    """At times, only a box of the patch (``tight_crop_min_voxels`` to the full patch along each axis) holds
+    the scan and the rest repeats the box's edge voxels, labels too: what sliding-window inference shows the
+    network of a scan smaller than a window (a crop round one vertebra, a short lumbar series), since it pads
+    such a scan by repeating its edges (``window.predict_scores``)."""
+    if rng.uniform() >= augment.get("tight_crop_probability", 0.0):
+        return image, target
+    n = np.asarray(image.shape)
+    size = np.array([rng.integers(min(augment["tight_crop_min_voxels"], m), m + 1) for m in n])
+    start = np.array([rng.integers(0, m - w + 1) for m, w in zip(n, size)])
+    index = np.ix_(*[np.clip(np.arange(m), s, s + w - 1) for m, s, w in zip(n, start, size)])
+    return image[index], target[index]
 
 
 def _validation_phantom(config: dict, number: int) -> tuple[np.ndarray, np.ndarray]:

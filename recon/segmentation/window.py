@@ -14,15 +14,17 @@ def normalise(hu: np.ndarray, intensity: dict) -> np.ndarray:
 
 
 def predict_scores(network: torch.nn.Module, image: np.ndarray, patch_voxels, device: str = "cpu") -> torch.Tensor:
-    """Softmax class scores (classes x image shape, float32 on the CPU) by Gaussian-weighted sliding windows."""
+    """Softmax class scores (classes x image shape, float32 on the CPU) by Gaussian-weighted sliding windows.
+    An image smaller than a window is padded by repeating its edge voxels: tissue that goes on past a tight
+    crop, not the air that would make a crop round one vertebra look like a thigh."""
     from monai.inferers import sliding_window_inference
 
     network.eval()
     with torch.inference_mode():
         logits = sliding_window_inference(
             torch.from_numpy(image)[None, None], roi_size=tuple(patch_voxels), sw_batch_size=1,
-            predictor=network, overlap=WINDOW_OVERLAP, mode="gaussian", padding_mode="constant",
-            cval=float(image.min()), sw_device=device, device="cpu",
+            predictor=network, overlap=WINDOW_OVERLAP, mode="gaussian", padding_mode="replicate",
+            sw_device=device, device="cpu",
         )
         return torch.softmax(logits[0], dim=0)
 
