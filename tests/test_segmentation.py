@@ -79,6 +79,15 @@ def test_stray_pieces_below_l5_and_above_the_top_level_go_back_to_background():
     assert not result.classes[8:12, 8:12, 2:6].any() and not result.classes[8:12, 8:12, 94:98].any()
 
 
+def test_a_fragment_beside_the_spine_between_two_levels_does_not_shift_the_names_above_it():
+    levels = ["vertebrae_L5", "vertebrae_L4", "vertebrae_L3", "vertebrae_L2", "vertebrae_L1"]
+    classes = spine(levels)
+    classes[16:20, 16:20, 30:33] = LABEL_IDS["vertebrae_L2"]  # 48 voxels (1.3 ml) by the L3/L2 disc, apart
+    result = levels_of(classes)
+    assert names_from_inferior(result) == levels
+    assert not result.classes[16:20, 16:20, 30:33].any()
+
+
 def test_a_vertebra_split_between_two_levels_stays_one_instance_and_specks_go():
     classes = spine(["vertebrae_L5", "vertebrae_L4", "vertebrae_L3"])
     classes[5:15, 5:10, 13:20] = LABEL_IDS["vertebrae_L3"]  # half of L4 said to be L3

@@ -6,13 +6,14 @@
   where a piece narrows to its posterior elements), a slab still too tall for one vertebra split by the
   network's levels, and parts whose centres lie closer than ``SAME_LEVEL_MM`` along the body axis merged. The
   network's levels are least reliable where it is least sure of the anatomy, so the CT's discs, not its levels,
-  draw the borders wherever they show. Instances are ordered from inferior to superior and named with
-  consecutive levels (no two L3s, no gap between L2 and L4): the run of consecutive instances and the levels up
-  from its lowest that agree with most of the network's voxel votes, each instance in the run counting
-  ``INSTANCE_WEIGHT`` of its size besides (a whole vertebra the network named after its neighbour is still
-  named; fewest instances on a tie). Instances outside the run (stray pieces in the pelvis below L5, or above
-  the labelled levels) go back to background; the run names the levels right when the field of view cuts off
-  the top or the bottom.
+  draw the borders wherever they show. An instance under ``MIN_PIECE_SHARE`` of the largest is a fragment
+  beside the spine, not a vertebra, unless the scan cuts it off. Instances are ordered from inferior to
+  superior and named with consecutive levels (no two L3s, no gap between L2 and L4): the run of consecutive
+  instances and the levels up from its lowest that agree with most of the network's voxel votes, each
+  instance in the run counting ``INSTANCE_WEIGHT`` of its size besides (a whole vertebra the network named
+  after its neighbour is still named; fewest instances on a tie). Instances outside the run (stray pieces in
+  the pelvis below L5, or above the labelled levels) go back to background; the run names the levels right
+  when the field of view cuts off the top or the bottom.
 - Each level's confidence is the share of its voxels that the network itself gave that level.
 """
 
@@ -93,7 +94,15 @@ def _vertebra_instances(classes, vertebra_classes, min_voxels: int, spacing_mm: 
             merged[-1] = merged[-1] | part
         else:
             merged.append(part)
-    return [mask for mask in merged if np.count_nonzero(mask) >= min_voxels]
+    sizes = [np.count_nonzero(mask) for mask in merged]
+    fragment = MIN_PIECE_SHARE * max(sizes, default=0)
+    return [mask for mask, size in zip(merged, sizes, strict=True)
+            if size >= min_voxels and (size >= fragment or _at_grid_end(mask))]
+
+
+def _at_grid_end(mask: np.ndarray) -> bool:
+    """Whether ``mask`` reaches the bottom or top slice: a vertebra the scan cuts off may be any size."""
+    return bool(mask[:, :, 0].any() or mask[:, :, -1].any())
 
 
 def _disc_slices(piece: np.ndarray, spacing_mm: float) -> list[int]:
