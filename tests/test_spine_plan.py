@@ -16,7 +16,7 @@ from recon.plan.accuracy import screw_errors, summarize
 from recon.plan.implants import ScrewCatalogue, load_screw_catalogue
 from recon.plan.safety import gertzbein_robbins_grade, screw_safety, segment_distance
 from recon.plan.pedicle import Pedicle, _outline
-from recon.plan.spine import SpinePlan, _fitting_screw, _Trajectory, plan_spine
+from recon.plan.spine import Screw, SpinePlan, _fitting_screw, _Trajectory, _unusual_angles, plan_spine
 from recon.plan.vertebra import VertebraBone
 from tests.conftest import shared_path
 
@@ -76,6 +76,15 @@ def test_a_screw_that_would_breach_is_downsized_to_one_that_stays_in_bone():
     assert 0.1 < screw.min_cortex_distance_mm < 0.4
     plain = _fitting_screw(bone, "vertebrae_L4", "left", trajectory, catalogue, 6.5, 70.0)
     assert plain.diameter_mm == 6.5  # never larger than the rule allows
+
+
+@pytest.mark.parametrize(("transverse", "sagittal", "unusual"), [
+    (12.0, 5.0, False), (35.0, -10.0, False), (-3.0, 0.0, False),  # lumbar pedicles converge, L5 the most
+    (-20.0, 0.0, True), (50.0, 0.0, True), (10.0, 30.0, True),  # diverging, too convergent, too steep
+])
+def test_angles_no_lumbar_pedicle_has_are_flagged(transverse, sagittal, unusual):
+    screw = Screw("vertebrae_L3", "left", "planned", transverse_angle_deg=transverse, sagittal_angle_deg=sagittal)
+    assert _unusual_angles(screw) == unusual
 
 
 def test_segment_distance_on_hand_computed_cases():

@@ -31,7 +31,7 @@ SIDES = {"left": 1.0, "right": -1.0}
 REACH_MM = 120.0
 CROP_MARGIN_VOXELS = 3
 MIN_VOLUME_ML = 3.0
-USUAL_TRANSVERSE_DEG = 40.0  # lumbar pedicles converge up to about 30 degrees (L5)
+USUAL_TRANSVERSE_DEG = (-5.0, 40.0)  # lumbar pedicles converge, up to about 30 degrees at L5; none diverge
 USUAL_SAGITTAL_DEG = 25.0
 FIELD_MARGIN_MM = 12.0  # the signed distance around a trajectory reaches this far (screw radius + breach)
 
@@ -121,13 +121,19 @@ def plan_spine(labels: LabelMap, *, ct: Volume | None = None, catalogue: ScrewCa
         if screw.status == "planned" and screw.grade != "A":
             warnings.insert(0, f"{screw.title}: grade {screw.grade} breach of {screw.breach_mm:.1f} mm "
                                f"({screw.breach_direction}); review before use")
-        if screw.status == "planned" and (abs(screw.transverse_angle_deg) > USUAL_TRANSVERSE_DEG
-                                          or abs(screw.sagittal_angle_deg) > USUAL_SAGITTAL_DEG):
+        if screw.status == "planned" and _unusual_angles(screw):
             warnings.append(f"{screw.title}: unusual angles ({screw.transverse_angle_deg:.0f} deg transverse, "
                             f"{screw.sagittal_angle_deg:.0f} deg sagittal); check the trajectory and the label")
     options = {"catalogue": catalogue.source, "diameter_fraction": diameter_fraction, "tip_margin_mm": tip_margin_mm,
                "ct_given": ct is not None}
     return SpinePlan(screws, warnings, options)
+
+
+def _unusual_angles(screw: Screw) -> bool:
+    """Angles no lumbar pedicle has: a transverse angle outside ``USUAL_TRANSVERSE_DEG`` (pedicles converge)
+    or a sagittal tilt beyond ``USUAL_SAGITTAL_DEG``; on a planned screw they point at a wrong label."""
+    low, high = USUAL_TRANSVERSE_DEG
+    return not low <= screw.transverse_angle_deg <= high or abs(screw.sagittal_angle_deg) > USUAL_SAGITTAL_DEG
 
 
 def _levels(labels: LabelMap, boxes: dict) -> dict[str, int]:
