@@ -1,7 +1,8 @@
 """Bone surfaces: every label of a ``LabelMap`` as a closed, outward-facing triangle mesh in LPS millimetres.
 
 Per label: crop to its bounding box padded by one voxel, extract the 0.5 iso-surface of the binary mask with
-scikit-image's marching cubes (Lewiner: a closed, manifold surface), map the vertices through the grid's full
+scikit-image's marching cubes (Lewiner: a closed, manifold surface, once the zero-volume triangle pairs it
+emits where voxels meet only along an edge are dropped), map the vertices through the grid's full
 affine, smooth with Taubin's lambda|mu filter (trimesh; removes the voxel staircase without shrinking),
 optionally decimate by quadric edge collapse to a face budget (fast-simplification through trimesh, with libigl's
 manifold-preserving qslim where the first pinches the surface), and finally offset the surface along its normals
@@ -115,6 +116,7 @@ def mesh_mask(name: str, mask: np.ndarray, grid: Grid, *, smoothing: int = DEFAU
         mask = largest_piece(mask)
     label_volume = float(np.count_nonzero(mask)) * float(np.prod(grid.spacing_mm))
     vertices, faces, _, _ = marching_cubes(mask.astype(np.uint8), 0.5, method="lewiner", allow_degenerate=False)
+    faces = _without_twin_faces(faces)
     surface = trimesh.Trimesh(grid.index_to_lps(vertices), faces, process=False)
     volumes = {"marching_cubes": signed_volume(surface)}
     if volumes["marching_cubes"] < 0:  # marching cubes winds by the gradient; a mirrored grid flips it again
@@ -134,6 +136,14 @@ def mesh_mask(name: str, mask: np.ndarray, grid: Grid, *, smoothing: int = DEFAU
                         "small for smoothing; mesh it with smoothing 0 to keep every voxel")
     quality = _quality(surface, mask, grid, volumes, offset, warnings)
     return Mesh(name, np.asarray(surface.vertices), np.asarray(surface.faces), quality)
+
+
+def _without_twin_faces(faces: np.ndarray) -> np.ndarray:
+    """``faces`` less every triangle that marching cubes emitted twice, once each way round, as it does where
+    voxels meet only along an edge in some configurations: the pair encloses nothing but puts four faces on
+    its edges, so the surface would not be closed."""
+    _, inverse, counts = np.unique(np.sort(faces, axis=1), axis=0, return_inverse=True, return_counts=True)
+    return faces[counts[inverse.ravel()] == 1]
 
 
 def _restore_volume(surface: trimesh.Trimesh, target_mm3: float, limit_mm: float) -> float:

@@ -84,6 +84,15 @@ def test_a_label_touching_the_border_and_a_single_voxel_still_close():
     assert meshes["label_2"].quality.faces >= 8  # a single voxel: a small closed solid, its volume reported
 
 
+def test_voxels_meeting_only_along_edges_still_give_a_closed_surface():
+    grid = Grid((14, 14, 14), (1.0, 1.0, 1.0), (0, 0, 0))
+    scattered = np.random.default_rng(0).uniform(size=grid.shape) > 0.6  # many edge-only contacts
+    array = np.pad(scattered[1:-1, 1:-1, 1:-1], 1).astype(np.uint8)
+    mesh = mesh_labels(LabelMap(grid, array, {1: "hip_left"}), smoothing=0)["hip_left"]
+    assert mesh.quality.watertight and mesh.quality.winding_consistent and mesh.quality.duplicate_faces == 0
+    assert mesh.quality.volume_ml == pytest.approx(mesh.quality.label_volume_ml, rel=0.05)
+
+
 def test_pieces_are_counted_or_reduced_to_the_largest():
     grid = Grid((20, 20, 20), (1.0, 1.0, 1.0), (0, 0, 0))
     array = np.zeros(grid.shape, np.uint8)
