@@ -142,8 +142,9 @@ def _without_twin_faces(faces: np.ndarray) -> np.ndarray:
     """``faces`` less every triangle that marching cubes emitted twice, once each way round, as it does where
     voxels meet only along an edge in some configurations: the pair encloses nothing but puts four faces on
     its edges, so the surface would not be closed."""
-    _, inverse, counts = np.unique(np.sort(faces, axis=1), axis=0, return_inverse=True, return_counts=True)
-    return faces[counts[inverse.ravel()] == 1]
+    rows = trimesh.grouping.hashable_rows(np.sort(faces, axis=1))  # one integer per triangle, where they fit
+    _, inverse, counts = np.unique(rows, return_inverse=True, return_counts=True)
+    return faces[counts[inverse] == 1]
 
 
 def _restore_volume(surface: trimesh.Trimesh, target_mm3: float, limit_mm: float) -> float:
