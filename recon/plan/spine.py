@@ -31,7 +31,7 @@ SIDES = {"left": 1.0, "right": -1.0}
 REACH_MM = 120.0
 CROP_MARGIN_VOXELS = 3
 MIN_VOLUME_ML = 3.0
-USUAL_TRANSVERSE_DEG = (-5.0, 40.0)  # lumbar pedicles converge, up to about 30 degrees at L5; none diverge
+USUAL_TRANSVERSE_DEG = (-5.0, 40.0)  # pedicles converge (about 30 degrees at L5); 5 of divergence is slack
 USUAL_SAGITTAL_DEG = 25.0
 FIELD_MARGIN_MM = 12.0  # the signed distance around a trajectory reaches this far (screw radius + breach)
 
