@@ -406,7 +406,9 @@ def test_a_scan_smaller_than_a_window_is_padded_with_its_own_edge_voxels_not_air
     from recon.segmentation.window import predict_scores
 
     class Recorder(torch.nn.Module):
-        seen = []
+        def __init__(self):
+            super().__init__()
+            self.seen = []
 
         def forward(self, x):
             self.seen.append((float(x.min()), float(x.max())))
