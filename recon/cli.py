@@ -151,6 +151,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, help="seed (default from the configuration)")
     train.add_argument("--config", help="training configuration JSON (default: recon's own)")
     train.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    train.add_argument("--workers", type=int, default=0,
+                       help="processes making training batches beside the training one (default 0: it makes "
+                            "them itself); the model is the same either way")
     train.add_argument("--resume", action="store_true", help="continue the run in OUT from its last checkpoint")
     train.add_argument("--init", metavar="MODEL", help="start from this trained model's weights (fine-tuning)")
     train.set_defaults(command=_train)
@@ -471,7 +474,7 @@ def _train(args: argparse.Namespace) -> int:
     from recon.segmentation.train import train
 
     folder = train(args.output, steps=args.steps, seed=args.seed, resume=args.resume, device=args.device,
-                   data=args.data, config_path=args.config, init=args.init)
+                   data=args.data, config_path=args.config, init=args.init, workers=args.workers)
     print(f"wrote {folder}/model.safetensors and model.json")
     return 0
 

@@ -274,6 +274,15 @@ def test_training_resumes_exactly_where_it_stopped(tmp_path):
     assert card["training"]["code"] == code_revision() and card["training"]["code"]["recon"] == recon.__version__
 
 
+def test_worker_processes_make_the_same_batches_in_the_same_order(tmp_path):
+    from recon.segmentation.train import _batches
+
+    config = small_training_config(tmp_path, steps=5, crops_per_phantom=2)
+    here, workers = (list(_batches(config, 1, [], count)) for count in (0, 2))
+    assert len(here) == len(workers) == 4
+    assert all(torch.equal(a, b) for pair in zip(here, workers) for a, b in zip(*pair))
+
+
 def test_fine_tuning_starts_from_the_given_model_and_records_where_it_started(tmp_path):
     config = small_training_config(tmp_path, steps=1, learning_rate=1e-9, hip_replacement_probability=1.0)
     torch.manual_seed(123)  # another start than the run's own seed would give

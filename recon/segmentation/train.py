@@ -55,9 +55,11 @@ def default_config() -> dict:
 
 def train(out: str | Path, *, steps: int | None = None, seed: int | None = None, resume: bool = False,
           device: str = "cpu", data: str | Path | None = None, config_path: str | Path | None = None,
-          init: str | Path | None = None) -> Path:
+          init: str | Path | None = None, workers: int = 0) -> Path:
     """Train (or resume) the model in ``out``; returns the folder holding model.safetensors and model.json.
-    ``init`` names a trained model to start from (fine-tuning) instead of random weights."""
+    ``init`` names a trained model to start from (fine-tuning) instead of random weights. ``workers``
+    processes make the batches beside the training one (0: it makes them itself); the batches, and so the
+    model, are the same either way."""
     out = Path(out)
     config = _configuration(out, resume, steps, seed, data, config_path, init)
     torch.manual_seed(config["seed"])
@@ -72,8 +74,7 @@ def train(out: str | Path, *, steps: int | None = None, seed: int | None = None,
     validation = [_validation_phantom(config, n) for n in range(config["validation_phantoms"])]
     loss_function = _loss()
     started, first_step = time.perf_counter() - state["seconds"], state["step"]
-    for step in range(first_step, config["steps"]):
-        images, targets = _batch(config, step, user_cases)
+    for step, (images, targets) in enumerate(_batches(config, first_step, user_cases, workers), first_step):
         _set_learning_rate(optimiser, config, step)
         network.train()
         loss = loss_function(network(images.to(device)), targets.to(device))
@@ -87,7 +88,7 @@ def train(out: str | Path, *, steps: int | None = None, seed: int | None = None,
             print(f"validation at step {step + 1}: {_dice_line(state['history'][-1]['dice'])}", flush=True)
         if (step + 1) % config["checkpoint_every"] == 0 or step + 1 == config["steps"]:
             _save_checkpoint(out, network, optimiser, state)
-    return save_model(network.cpu(), _card(config, state, device), out)
+    return save_model(network.cpu(), _card(config, state, device, workers), out)
 
 
 def _configuration(out: Path, resume: bool, steps, seed, data, config_path, init) -> dict:
@@ -148,6 +149,33 @@ def _set_learning_rate(optimiser, config: dict, step: int) -> None:
         factor = 0.5 * (1 + math.cos(math.pi * (step - WARMUP_STEPS) / max(1, config["steps"] - WARMUP_STEPS)))
     for group in optimiser.param_groups:
         group["lr"] = config["learning_rate"] * factor
+
+
+class _PhantomBatches(torch.utils.data.Dataset):
+    """Item ``i``: the batches of the run's ``i``-th group of steps from ``first_step`` on, a group being the
+    steps whose crops come from one phantom, so that whichever process makes a group makes its phantom once."""
+
+    def __init__(self, config: dict, first_step: int, user_cases: list):
+        self.config, self.user_cases = config, user_cases
+        self.group = math.lcm(config["batch_size"], config["crops_per_phantom"]) // config["batch_size"]
+        self.first_group = first_step // self.group
+        self.first_step = first_step
+
+    def __len__(self) -> int:
+        return max(0, -(-self.config["steps"] // self.group) - self.first_group)
+
+    def __getitem__(self, item: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        start = (self.first_group + item) * self.group
+        steps = range(max(start, self.first_step), min(start + self.group, self.config["steps"]))
+        return [_batch(self.config, step, self.user_cases) for step in steps]
+
+
+def _batches(config: dict, first_step: int, user_cases: list, workers: int):
+    """The run's batches from ``first_step`` on, in order, made by ``workers`` processes (0: by this one)."""
+    loader = torch.utils.data.DataLoader(_PhantomBatches(config, first_step, user_cases), batch_size=None,
+                                         num_workers=workers, prefetch_factor=4 if workers else None)
+    for group in loader:
+        yield from group
 
 
 def _batch(config: dict, step: int, user_cases: list) -> tuple[torch.Tensor, torch.Tensor]:
@@ -419,7 +447,7 @@ def code_revision() -> dict:
     return revision | {"git_commit": commit, "uncommitted_changes": bool(changes)}
 
 
-def _card(config: dict, state: dict, device: str) -> dict:
+def _card(config: dict, state: dict, device: str, workers: int) -> dict:
     return {
         "name": "recon bone segmentation",
         "network": config["network"],
@@ -434,7 +462,8 @@ def _card(config: dict, state: dict, device: str) -> dict:
                 f", and the nnU-Net dataset {Path(config['data']).name}" if config.get("data") else ""),
             "seconds": round(state["seconds"], 1),
             "machine": {"device": device, "platform": platform.platform(), "processor": platform.processor(),
-                        "torch_threads": torch.get_num_threads(), "torch": torch.__version__},
+                        "torch_threads": torch.get_num_threads(), "data_workers": workers,
+                        "torch": torch.__version__},
             "code": code_revision(),
         },
         "accuracy": {"held_out_phantoms": state["history"][-1] if state["history"] else None},
