@@ -2,6 +2,7 @@
 (The shipped model's accuracy is pinned in test_segmentation_accuracy.py.)"""
 
 import json
+import math
 import pickle
 
 import numpy as np
@@ -226,6 +227,30 @@ def test_the_bone_fill_never_grows_a_bone_into_what_the_network_calls_other_bone
     labels = segment(Volume(grid, hu), model=Model(FemurBesideRibs().eval(), card))
     assert set(labels.names.values()) == {"femur_left"}
     assert labels.labels[6:11].all() and not labels.labels[13:].any()
+
+
+def test_bone_the_network_splits_between_two_bones_is_still_bone(tmp_path):
+    from recon.segmentation.infer import segment
+    from recon.segmentation.model import Model
+
+    class FemurOrHip(torch.nn.Module):  # soft tissue-bright voxels: femur 0.40, hip 0.35, background 0.25
+        def __init__(self):
+            super().__init__()
+            self.unused = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, image):
+            scores = torch.full((image.shape[0], len(LABELS), *image.shape[2:]), -50.0)
+            bone = image[:, 0] > 0.1
+            for name, share in (("femur_left", 0.40), ("hip_left", 0.35), ("background", 0.25)):
+                scores[:, LABELS.index(name)] = torch.where(bone, math.log(share), -50.0)
+            scores[:, 0] = torch.where(bone, scores[:, 0], 50.0)
+            return scores
+
+    grid = Grid((40, 36, 30), (4.0, 4.0, 4.0), (0.0, 0.0, 0.0))
+    hu = np.where(np.indices(grid.shape)[0] > 20, 120, -500).astype(np.int16)  # too faint for the bone fill
+    labels = segment(Volume(grid, hu), model=Model(FemurOrHip().eval(), load_model(tiny_model(tmp_path)).card))
+    assert labels.names == {LABEL_IDS["femur_left"]: "femur_left"}
+    assert (labels.labels[22:] == LABEL_IDS["femur_left"]).all() and not labels.labels[:20].any()
 
 
 def test_models_load_only_from_safetensors_with_a_matching_hash(tmp_path):

@@ -54,13 +54,23 @@ def segment(volume: Volume, *, model: Model | str | None = None) -> LabelMap:
 
 def _onto_grid(classes: np.ndarray, filled: np.ndarray, scores: torch.Tensor, source: Grid, target: Grid,
                names: list[str], ids: dict[int, int]) -> np.ndarray:
-    """Labels on ``target``; a voxel that ``fill_bone`` gave a label (``filled``) holds it with full score."""
+    """Labels on ``target``; a voxel that ``fill_bone`` gave a label (``filled``) holds it with full score.
+
+    A label claims where its score beats background's 0.5. A vertebra's score is the spine's (the network's
+    level is not the name ``levels.py`` gave it); a sacrum, hip bone or femur scores recon's bones together
+    inside its own voxels and the background beside them, since the network often splits a voxel between a
+    femur and its hip bone, and its own score in a neighbouring bone's voxels, where the two meet."""
     spine = sum(scores[c] for c, name in enumerate(names) if is_vertebra(name)).numpy()
+    bone = scores[sorted(ids)].sum(dim=0).numpy()
     best = np.full(target.shape, 0.5, np.float32)  # a label must beat background to claim a voxel
     labels = np.zeros(target.shape, compact_label_dtype(np.array(list(ids.values()) or [0])))
     for c, box in label_bounding_boxes(classes).items():
         region = ndimage.binary_dilation(classes == c, iterations=1)
-        score = np.where(region, spine if is_vertebra(names[c]) else scores[c].numpy(), 0).astype(np.float32)
+        if is_vertebra(names[c]):
+            score = np.where(region, spine, 0).astype(np.float32)
+        else:
+            own = (classes == c) | (region & (classes == 0))
+            score = np.where(own, bone, np.where(region, scores[c].numpy(), 0)).astype(np.float32)
         score[filled & (classes == c)] = 1.0
         window = _target_window(source, box, target)
         if window is None:
