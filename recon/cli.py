@@ -151,7 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, help="seed (default from the configuration)")
     train.add_argument("--config", help="training configuration JSON (default: recon's own)")
     train.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    train.add_argument("--workers", type=int, default=0,
+    train.add_argument("--workers", type=_count, default=0,
                        help="processes making training batches beside the training one (default 0: it makes "
                             "them itself); the model is the same either way")
     train.add_argument("--resume", action="store_true", help="continue the run in OUT from its last checkpoint")
@@ -313,6 +313,12 @@ def _numbers(text: str) -> tuple[float, ...]:
         return tuple(float(part) for part in text.split(","))
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from err
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number, 0 or more, got {text!r}")
+    return int(text)
 
 
 def _mesh(args: argparse.Namespace) -> int:

@@ -52,6 +52,13 @@ def test_unknown_output_format_is_refused_before_loading(series, tmp_path, capsy
     assert ".nii.gz" in capsys.readouterr().err
 
 
+def test_a_negative_worker_count_is_refused_before_training_starts(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "-o", str(tmp_path / "model"), "--workers", "-1"])
+    assert exit_info.value.code == 2 and "0 or more" in capsys.readouterr().err
+    assert not (tmp_path / "model").exists()
+
+
 @pytest.mark.parametrize("command", [[], ["info"], ["convert"], ["demo"], ["synth"], ["preview"]])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
