@@ -68,6 +68,20 @@ def test_a_field_of_view_cut_at_the_bottom_names_by_the_majority():
                                            "vertebrae_T12"]
 
 
+def test_a_crop_round_one_vertebra_is_named_by_the_whole_vertebra_not_the_cut_off_ones():
+    """A scan that holds all of one vertebra and parts of those below and above: the network took the cut-off
+    parts for a level higher each and was split on the whole vertebra, slightly more for the right level."""
+    classes = np.zeros((20, 20, 30), np.uint8)
+    classes[5:15, 5:15, 0:7] = LABEL_IDS["vertebrae_L3"]  # L4, cut off by the bottom of the scan
+    classes[5:15, 5:15, 10:20] = LABEL_IDS["vertebrae_L3"]
+    classes[5:15, 5:10, 10:20] = LABEL_IDS["vertebrae_L2"]  # 40% of the whole vertebra said L2
+    classes[5:15, 5:6, 10:20] = LABEL_IDS["vertebrae_L3"]
+    classes[5:15, 5:15, 23:30] = LABEL_IDS["vertebrae_L1"]  # L2, cut off by the top
+    result = levels_of(classes)
+    assert [LABELS[result.classes[10, 10, k]] for k in (3, 15, 26)] == ["vertebrae_L4", "vertebrae_L3",
+                                                                       "vertebrae_L2"]
+
+
 def test_stray_pieces_below_l5_and_above_the_top_level_go_back_to_background():
     levels = ["vertebrae_L5", "vertebrae_L4", "vertebrae_L3", "vertebrae_L2", "vertebrae_L1", "vertebrae_T12",
               "vertebrae_T11"]

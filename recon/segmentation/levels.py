@@ -11,9 +11,11 @@
   superior and named with consecutive levels (no two L3s, no gap between L2 and L4): the run of consecutive
   instances and the levels up from its lowest that agree with most of the network's voxel votes, each
   instance in the run counting ``INSTANCE_WEIGHT`` of its size besides (a whole vertebra the network named
-  after its neighbour is still named; fewest instances on a tie). Instances outside the run (stray pieces in
-  the pelvis below L5, or above the labelled levels) go back to background; the run names the levels right
-  when the field of view cuts off the top or the bottom.
+  after its neighbour is still named; fewest instances on a tie). A vertebra the scan cuts off casts no votes
+  when a whole one is in view: the network sees too little of it to tell its level (in a crop round L3 it
+  took the part of L4 in view for L3). Instances outside the run (stray pieces in the pelvis below L5, or
+  above the labelled levels) go back to background; the run names the levels right when the field of view
+  cuts off the top or the bottom.
 - Each level's confidence is the share of its voxels that the network itself gave that level.
 """
 
@@ -175,6 +177,9 @@ def _best_levels(instances, classes, vertebra_classes) -> list[int]:
     ``vertebra_classes`` run from superior (T11) to inferior (L5), as recon's vocabulary lists them."""
     inferior_first = list(reversed(vertebra_classes))
     votes = np.array([[np.count_nonzero(classes[mask] == c) for c in inferior_first] for mask in instances])
+    cut_off = np.array([_at_grid_end(mask) for mask in instances], dtype=bool)
+    if not cut_off.all():
+        votes[cut_off] = 0  # a vertebra the scan cuts off shows too little of itself to tell its level
     votes = votes + INSTANCE_WEIGHT * np.array([[np.count_nonzero(mask)] for mask in instances])
     best, best_key = (0, 0, 0), (-1, 0)
     for start in range(len(instances)):
