@@ -177,6 +177,16 @@ def tiny_model(tmp_path):
     return save_model(build_network(spec, len(LABELS)), card, tmp_path / "tiny")
 
 
+def sided(name: str, image: torch.Tensor, score: torch.Tensor, scores: torch.Tensor, classes: list[str]) -> None:
+    """A fake network's ``score`` for bone ``name`` (``femur``, ``hip``) put on its left class in the half of
+    the window towards the patient's left (index axis 0) and on its right class in the other half, as a
+    network that knows left from right would; with a window as large as the image, a bone's side is its
+    side of the image."""
+    left = (torch.arange(image.shape[2]) >= image.shape[2] / 2)[:, None, None]
+    scores[:, classes.index(f"{name}_left")] = torch.where(left, score, -50.0)
+    scores[:, classes.index(f"{name}_right")] = torch.where(left, -50.0, score)
+
+
 def test_segment_returns_labels_on_the_input_grid_whatever_its_orientation(tmp_path):
     from recon.segmentation.infer import segment
 
@@ -229,17 +239,17 @@ def test_the_bone_fill_never_grows_a_bone_into_what_the_network_calls_other_bone
         def forward(self, image):
             scores = torch.zeros((image.shape[0], len(classes), *image.shape[2:]))
             bright, brighter = (image[:, 0] > 0.3).float(), (image[:, 0] > 1.0).float()
-            scores[:, classes.index("femur_left")] = 50 * (bright - brighter)
+            sided("femur", image, 50 * (bright - brighter), scores, classes)
             scores[:, classes.index(OTHER_BONE)] = 50 * brighter
             scores[:, 0] = 50 * (1 - bright)
             return scores
 
-    card = {**load_model(tiny_model(tmp_path)).card, "labels": classes}
+    card = {**load_model(tiny_model(tmp_path)).card, "labels": classes, "patch_voxels": [48, 48, 48]}
     grid = Grid((40, 36, 30), (4.0, 4.0, 4.0), (0.0, 0.0, 0.0))
     i = np.indices(grid.shape)[0]
     hu = np.select([i > 11, i > 4], [1500, 700], 0).astype(np.int16)
     labels = segment(Volume(grid, hu), model=Model(FemurBesideRibs().eval(), card))
-    assert set(labels.names.values()) == {"femur_left"}
+    assert set(labels.names.values()) == {"femur_right"}  # index axis 0 points to the patient's left
     assert labels.labels[6:11].all() and not labels.labels[13:].any()
 
 
@@ -255,14 +265,15 @@ def test_bone_the_network_splits_between_two_bones_is_still_bone(tmp_path):
         def forward(self, image):
             scores = torch.full((image.shape[0], len(LABELS), *image.shape[2:]), -50.0)
             bone = image[:, 0] > 0.1
-            for name, share in (("femur_left", 0.40), ("hip_left", 0.35), ("background", 0.25)):
-                scores[:, LABELS.index(name)] = torch.where(bone, math.log(share), -50.0)
-            scores[:, 0] = torch.where(bone, scores[:, 0], 50.0)
+            for name, share in (("femur", 0.40), ("hip", 0.35)):
+                sided(name, image, torch.where(bone, math.log(share), -50.0), scores, LABELS)
+            scores[:, 0] = torch.where(bone, math.log(0.25), 50.0)
             return scores
 
     grid = Grid((40, 36, 30), (4.0, 4.0, 4.0), (0.0, 0.0, 0.0))
     hu = np.where(np.indices(grid.shape)[0] > 20, 120, -500).astype(np.int16)  # too faint for the bone fill
-    labels = segment(Volume(grid, hu), model=Model(FemurOrHip().eval(), load_model(tiny_model(tmp_path)).card))
+    card = {**load_model(tiny_model(tmp_path)).card, "patch_voxels": [48, 48, 48]}
+    labels = segment(Volume(grid, hu), model=Model(FemurOrHip().eval(), card))
     assert labels.names == {LABEL_IDS["femur_left"]: "femur_left"}
     assert (labels.labels[22:] == LABEL_IDS["femur_left"]).all() and not labels.labels[:20].any()
 
@@ -465,6 +476,30 @@ def test_a_scan_smaller_than_a_window_is_padded_with_its_own_edge_voxels_not_air
     network = Recorder()
     predict_scores(network, np.full((10, 12, 6), 0.05, np.float32), (16, 16, 16))
     assert network.seen and all(low == high == np.float32(0.05) for low, high in network.seen)
+
+
+def test_the_mirror_images_scores_are_read_with_left_and_right_swapped_back():
+    from recon.segmentation.window import predict_mirrored_scores, predict_scores
+
+    class HipsBySide(torch.nn.Module):  # knows left from right
+        def forward(self, image):
+            scores = torch.zeros((image.shape[0], len(LABELS), *image.shape[2:]))
+            sided("hip", image, torch.full(image[:, 0].shape, 20.0), scores, LABELS)
+            return scores
+
+    class AlwaysHipLeft(torch.nn.Module):  # leans to one side
+        def forward(self, image):
+            scores = torch.zeros((image.shape[0], len(LABELS), *image.shape[2:]))
+            scores[:, LABELS.index("hip_left")] = 20.0
+            return scores
+
+    image, window = np.zeros((12, 10, 8), np.float32), (16, 16, 16)  # one window, centred on the image
+    by_side = predict_mirrored_scores(HipsBySide(), image, window, LABELS)
+    np.testing.assert_allclose(by_side, predict_scores(HipsBySide(), image, window), atol=1e-6)
+    assert (by_side[LABELS.index("hip_left"), 6:] > 0.99).all() and (by_side[LABELS.index("hip_right"), :6] > 0.99).all()
+    leaning = predict_mirrored_scores(AlwaysHipLeft(), image, window, LABELS)
+    for side in ("hip_left", "hip_right"):
+        np.testing.assert_allclose(leaning[LABELS.index(side)], 0.5, atol=1e-4)
 
 
 def test_training_crops_have_the_patch_size_and_no_label_outside_a_truncated_field_of_view():

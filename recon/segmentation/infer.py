@@ -1,11 +1,11 @@
 """``recon.segment``: bones of a CT by the shipped network, on the input's own grid.
 
 The CT is resampled (averaged, where it is finer) onto an axis-aligned LPS grid at the model's spacing, the
-network runs in sliding windows, levels are made consistent (``levels.py``), bone the network left out is given
-to its neighbouring label and the marrow a hip bone or femur encloses to that bone (``bone_fill.py``), and
-each label returns to the input grid by interpolating its class score linearly, one label at a time on its own
-bounding box: smooth boundaries without ever holding full-resolution scores for every class (only one running
-maximum and the uint8 labels).
+network runs in sliding windows on it and on its left-right mirror image (``window.py``), levels are made
+consistent (``levels.py``), bone the network left out is given to its neighbouring label and the marrow a hip
+bone or femur encloses to that bone (``bone_fill.py``), and each label returns to the input grid by
+interpolating its class score linearly, one label at a time on its own bounding box: smooth boundaries without
+ever holding full-resolution scores for every class (only one running maximum and the uint8 labels).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from recon.segmentation.bone_fill import SOLID_BONES, fill_bone, fill_solid_bone
 from recon.segmentation.levels import assign_levels
 from recon.segmentation.model import Model, load_model
 from recon.segmentation.totalseg import TOTALSEGMENTATOR, run_totalsegmentator
-from recon.segmentation.window import normalise, predict_scores
+from recon.segmentation.window import normalise, predict_mirrored_scores
 from recon.volume import LabelMap, Volume, compact_label_dtype, label_bounding_boxes
 
 
@@ -37,7 +37,7 @@ def segment(volume: Volume, *, model: Model | str | None = None) -> LabelMap:
     hu = resample_volume(volume, grid)
     image = normalise(hu, model.card["intensity"])
     device = next(model.network.parameters()).device.type  # windows run where the network lives
-    scores = predict_scores(model.network, image, model.card["patch_voxels"], device)
+    scores = predict_mirrored_scores(model.network, image, model.card["patch_voxels"], model.labels, device)
     ids = {c: LABEL_IDS[name] for c, name in enumerate(model.labels) if name in LABEL_IDS}
     classes = scores.argmax(dim=0).numpy().astype(np.uint8)
     classes[~np.isin(classes, list(ids))] = 0  # classes a model learns but recon does not name (other bone)

@@ -1,4 +1,6 @@
-"""The network applied to a whole image: intensity normalisation and sliding-window inference."""
+"""The network applied to a whole image: intensity normalisation and sliding-window inference, on the image
+and on its left-right mirror image (test-time mirroring, as nnU-Net does it), left and right classes swapped
+back, so the network's leaning to one side cancels out."""
 
 from __future__ import annotations
 
@@ -27,6 +29,23 @@ def predict_scores(network: torch.nn.Module, image: np.ndarray, patch_voxels, de
             sw_device=device, device="cpu",
         )
         return torch.softmax(logits[0], dim=0)
+
+
+def predict_mirrored_scores(network: torch.nn.Module, image: np.ndarray, patch_voxels, labels: list[str],
+                            device: str = "cpu") -> torch.Tensor:
+    """``predict_scores`` averaged over ``image`` and its mirror image across index axis 0, which points to
+    the patient's left on an axis-aligned LPS grid; in the mirror image's scores a ``*_left`` class (named in
+    ``labels``) is read as its ``*_right`` counterpart and the other way round."""
+    direct = predict_scores(network, image, patch_voxels, device)
+    mirrored = predict_scores(network, np.ascontiguousarray(image[::-1]), patch_voxels, device).flip(1)
+    return (direct + mirrored[_mirror_classes(labels)]) / 2
+
+
+def _mirror_classes(labels: list[str]) -> list[int]:
+    """For each class, the class it becomes in a mirror image: its other side, or itself."""
+    other = {"_left": "_right", "_right": "_left"}
+    return [next((labels.index(name.removesuffix(side) + swapped) for side, swapped in other.items()
+                  if name.endswith(side)), c) for c, name in enumerate(labels)]
 
 
 def predict_classes(network: torch.nn.Module, image: np.ndarray, patch_voxels, device: str = "cpu") -> np.ndarray:
