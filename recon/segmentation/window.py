@@ -43,9 +43,15 @@ def predict_mirrored_scores(network: torch.nn.Module, image: np.ndarray, patch_v
 
 def _mirror_classes(labels: list[str]) -> list[int]:
     """For each class, the class it becomes in a mirror image: its other side, or itself."""
-    other = {"_left": "_right", "_right": "_left"}
-    return [next((labels.index(name.removesuffix(side) + swapped) for side, swapped in other.items()
-                  if name.endswith(side)), c) for c, name in enumerate(labels)]
+    return [labels.index(_other_side(name)) for name in labels]
+
+
+def _other_side(name: str) -> str:
+    if name.endswith("_left"):
+        return name.removesuffix("_left") + "_right"
+    if name.endswith("_right"):
+        return name.removesuffix("_right") + "_left"
+    return name
 
 
 def predict_classes(network: torch.nn.Module, image: np.ndarray, patch_voxels, device: str = "cpu") -> np.ndarray:
