@@ -154,6 +154,17 @@ def test_a_sliver_of_vertebra_cut_off_by_the_top_of_the_scan_is_its_own_level():
     assert np.all(result.classes[:, :, :9][classes[:, :, :9] > 0] == LABEL_IDS["vertebrae_L1"])
 
 
+def test_a_sliver_the_scan_cuts_off_with_no_disc_in_view_is_parted_by_the_networks_levels():
+    """L2, its disc, then L1 running on into the last 15 mm of T12 at the top of the scan with no narrowing
+    between them (the network left the disc as bone); the network named the sliver T12."""
+    classes = spine(["vertebrae_L2"], (20, 20, 30))
+    classes[5:15, 5:15, 13:25] = LABEL_IDS["vertebrae_L1"]
+    classes[5:15, 5:15, 25:30] = LABEL_IDS["vertebrae_T12"]
+    result = levels_of(classes)
+    assert [LABELS[result.classes[10, 10, k]] for k in (6, 18, 27)] == ["vertebrae_L2", "vertebrae_L1",
+                                                                       "vertebrae_T12"]
+
+
 def test_a_vertebra_pair_too_tall_for_one_is_cut_at_a_shallow_narrowing_not_by_the_networks_levels():
     """Two 30 mm vertebrae (3 mm slices) whose disc the network partly filled: the piece narrows only to 70% of
     its neighbours there, and the network gave the upper half of L1 to T12. The stretch, taller than any one

@@ -21,9 +21,10 @@ PINNED_TOTALSEG = {
     "vertebrae_L3": 0.8574,
     "vertebrae_L4": 0.886,
     "vertebrae_L5": 0.8627,
-    "vertebrae_T12": 0.5912,
+    "vertebrae_T11": 0.4109,
+    "vertebrae_T12": 0.5379,
 }
-PINNED_NAMED_RIGHT = ("vertebrae_T12", "vertebrae_L1", "vertebrae_L2", "vertebrae_L3", "vertebrae_L4",
+PINNED_NAMED_RIGHT = ("vertebrae_T11", "vertebrae_T12", "vertebrae_L1", "vertebrae_L2", "vertebrae_L3", "vertebrae_L4",
                       "vertebrae_L5")  # named right on the real CT
 # real/tptbox-l3: L3 Dice 0.0011 (L3 and the part of L2 in view made one instance, named L2), nothing to pin
 PINNED_PHANTOM_WORST = {
@@ -32,12 +33,13 @@ PINNED_PHANTOM_WORST = {
     "hip_left": 0.8028,
     "hip_right": 0.7816,
     "sacrum": 0.8203,
-    "vertebrae_L1": 0.6509,
+    "vertebrae_T12": 0.3062,
+    "vertebrae_L1": 0.8398,
     "vertebrae_L2": 0.8765,
     "vertebrae_L3": 0.8688,
     "vertebrae_L4": 0.8599,
     "vertebrae_L5": 0.869,
-}  # T12 is 0 in one of the 2 phantoms (seed 950000000: a sliver at the top taken into L1), so it is not pinned
+}
 PINNED_HIP_REPLACEMENT_WORST = {
     "femur_left": 0.9045,
     "femur_right": 0.9139,

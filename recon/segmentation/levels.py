@@ -6,8 +6,10 @@
   where a piece narrows to its posterior elements), a slab still too tall for one vertebra split by the
   network's levels, and parts whose centres lie closer than ``SAME_LEVEL_MM`` along the body axis merged. The
   network's levels are least reliable where it is least sure of the anatomy, so the CT's discs, not its levels,
-  draw the borders wherever they show. An instance under ``MIN_PIECE_SHARE`` of the largest is a fragment
-  beside the spine, not a vertebra, unless the scan cuts it off. Instances are ordered from inferior to
+  draw the borders wherever they show; but the few slices of a vertebra that the scan cuts off often show no
+  disc apart from the vertebra next to them, and are parted from it by the network's levels. An instance
+  under ``MIN_PIECE_SHARE`` of the largest is a fragment beside the spine, not a vertebra, unless the scan cuts
+  it off. Instances are ordered from inferior to
   superior and named with consecutive levels (no two L3s, no gap between L2 and L4): the run of consecutive
   instances and the levels up from its lowest that agree with most of the network's voxel votes, each
   instance in the run counting ``INSTANCE_WEIGHT`` of its size besides (a whole vertebra the network named
@@ -85,7 +87,7 @@ def _vertebra_instances(classes, vertebra_classes, min_voxels: int, spacing_mm: 
         inside = pieces == piece
         for slab in _slabs(inside, _disc_slices(inside, spacing_mm), hu, spacing_mm):
             if _extent_mm(slab, spacing_mm) <= MAX_VERTEBRA_SLAB_MM:
-                candidates = [slab]
+                candidates = _sliver_apart(slab, classes, vertebra_classes, min_voxels // 4)
             else:  # a disc the CT did not show: the network's levels split the slab
                 candidates = [slab & (classes == c) for c in vertebra_classes]
             parts += [part for part in candidates if np.count_nonzero(part) >= min_voxels // 4]
@@ -100,6 +102,26 @@ def _vertebra_instances(classes, vertebra_classes, min_voxels: int, spacing_mm: 
     fragment = MIN_PIECE_SHARE * max(sizes, default=0)
     return [mask for mask, size in zip(merged, sizes, strict=True)
             if size >= min_voxels and (size >= fragment or _at_grid_end(mask))]
+
+
+def _sliver_apart(slab: np.ndarray, classes: np.ndarray, vertebra_classes: list[int],
+                  min_voxels: int) -> list[np.ndarray]:
+    """``slab``, and apart from it the sliver of the next vertebra that the scan cuts off where the slab reaches
+    one end of the grid (its other end in view): no disc shows between a vertebra and the few slices of its
+    neighbour that the scan holds, so the network's levels part them. The sliver is what the network names a
+    level beyond the slab's own towards that end (superior at the top slice), in pieces that reach the end
+    slice. A slab that spans the grid shows no end of its own vertebra to tell a sliver from, and stays whole."""
+    ends = [end for end in (0, -1) if slab[:, :, end].any()]
+    if len(ends) != 1:
+        return [slab]
+    rank = np.full(256, -1)
+    rank[vertebra_classes] = np.arange(len(vertebra_classes))  # superior to inferior
+    ranks = np.where(slab, rank[classes], -1)
+    own = np.bincount(ranks[ranks >= 0]).argmax()
+    beyond = (ranks > own) if ends[0] == 0 else (ranks >= 0) & (ranks < own)
+    pieces, _ = ndimage.label(beyond, structure=CONNECTED)
+    sliver = np.isin(pieces, np.unique(pieces[:, :, ends[0]])[1:])
+    return [slab & ~sliver, sliver] if np.count_nonzero(sliver) >= min_voxels else [slab]
 
 
 def _at_grid_end(mask: np.ndarray) -> bool:
