@@ -84,13 +84,8 @@ def _vertebra_instances(classes, vertebra_classes, min_voxels: int, spacing_mm: 
     pieces, count = ndimage.label(spine, structure=CONNECTED)
     parts = []
     for piece in range(1, count + 1):
-        inside = pieces == piece
-        for slab in _slabs(inside, _disc_slices(inside, spacing_mm), hu, spacing_mm):
-            if _extent_mm(slab, spacing_mm) <= MAX_VERTEBRA_SLAB_MM:
-                candidates = _sliver_apart(slab, classes, vertebra_classes, min_voxels // 4)
-            else:  # a disc the CT did not show: the network's levels split the slab
-                candidates = [slab & (classes == c) for c in vertebra_classes]
-            parts += [part for part in candidates if np.count_nonzero(part) >= min_voxels // 4]
+        parts += _piece_parts(pieces == piece, classes, vertebra_classes, min_voxels // 4, spacing_mm, hu)
+    parts = [part for part in parts if np.count_nonzero(part) >= min_voxels // 4]
     parts.sort(key=_height)
     merged: list[np.ndarray] = []
     for part in parts:
@@ -102,6 +97,30 @@ def _vertebra_instances(classes, vertebra_classes, min_voxels: int, spacing_mm: 
     fragment = MIN_PIECE_SHARE * max(sizes, default=0)
     return [mask for mask, size in zip(merged, sizes, strict=True)
             if size >= min_voxels and (size >= fragment or _at_grid_end(mask))]
+
+
+def _piece_parts(piece: np.ndarray, classes: np.ndarray, vertebra_classes: list[int], min_voxels: int,
+                 spacing_mm: float, hu: np.ndarray) -> list[np.ndarray]:
+    """``piece`` cut into slabs at its discs. A slab too tall for one vertebra holds a disc the CT did not show,
+    and the network's levels split it; where the slab before it was split so too, a level on both sides of the
+    cut between them is one vertebra that the cut crossed (an oblique disc's narrowest slice runs through the
+    vertebra behind it), and stays one part."""
+    parts: list[np.ndarray] = []
+    split_before: dict[int, np.ndarray] = {}
+    for slab in _slabs(piece, _disc_slices(piece, spacing_mm), hu, spacing_mm):
+        if _extent_mm(slab, spacing_mm) <= MAX_VERTEBRA_SLAB_MM:
+            parts += _sliver_apart(slab, classes, vertebra_classes, min_voxels)
+            split_before = {}
+            continue
+        split = {c: slab & (classes == c) for c in vertebra_classes}
+        for c, level in split.items():
+            if c in split_before:
+                split[c] = split_before[c]
+                split[c] |= level  # in place: the part already listed grows
+            else:
+                parts.append(level)
+        split_before = split
+    return parts
 
 
 def _sliver_apart(slab: np.ndarray, classes: np.ndarray, vertebra_classes: list[int],
