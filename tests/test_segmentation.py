@@ -144,11 +144,16 @@ def test_two_levels_with_no_disc_between_them_in_the_ct_are_still_split_by_the_n
 def test_a_vertebra_cut_across_between_two_slabs_the_networks_levels_split_stays_one():
     """L5, L4 and L3 in one piece with no disc showing between them, and a waist in the middle of L4 (where an
     oblique disc's narrowest slice runs through the vertebra behind it) that cuts the piece into two slabs,
-    each too tall for one vertebra: the network's levels split both, and L4 on either side is one vertebra."""
+    each too tall for one vertebra: the network's levels split both, and L4 on either side is one vertebra; so
+    too when L4's upper half, above the waist, is a slab of its own that fits one vertebra."""
     classes = np.zeros((20, 20, 40), np.uint8)
     for low, high, level in ((0, 12, "vertebrae_L5"), (12, 28, "vertebrae_L4"), (28, 40, "vertebrae_L3")):
         classes[5:15, 5:15, low:high] = LABEL_IDS[level]
     classes[10:15, 5:15, 18:21] = 0  # the waist: half the area
+    result = levels_of(classes)
+    assert [LABELS[result.classes[7, 10, k]] for k in (5, 14, 24, 34)] == [
+        "vertebrae_L5", "vertebrae_L4", "vertebrae_L4", "vertebrae_L3"]
+    classes[7:15, 5:15, 28:31] = 0  # now L4's disc with L3 shows: L4's upper half is a slab of its own
     result = levels_of(classes)
     assert [LABELS[result.classes[7, 10, k]] for k in (5, 14, 24, 34)] == [
         "vertebrae_L5", "vertebrae_L4", "vertebrae_L4", "vertebrae_L3"]

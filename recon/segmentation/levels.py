@@ -102,25 +102,33 @@ def _vertebra_instances(classes, vertebra_classes, min_voxels: int, spacing_mm: 
 def _piece_parts(piece: np.ndarray, classes: np.ndarray, vertebra_classes: list[int], min_voxels: int,
                  spacing_mm: float, hu: np.ndarray) -> list[np.ndarray]:
     """``piece`` cut into slabs at its discs. A slab too tall for one vertebra holds a disc the CT did not show,
-    and the network's levels split it; where the slab before it was split so too, a level on both sides of the
-    cut between them is one vertebra that the cut crossed (an oblique disc's narrowest slice runs through the
-    vertebra behind it), and stays one part."""
+    and the network's levels split it. Next to such a slab, a level on both sides of the cut between them is
+    one vertebra that the cut crossed (an oblique disc's narrowest slice runs through the vertebra behind it),
+    and stays one part; two slabs that each fit one vertebra stay apart whatever the network named them."""
     parts: list[np.ndarray] = []
-    split_before: dict[int, np.ndarray] = {}
+    before: dict[int, np.ndarray] = {}
+    before_tall = False
     for slab in _slabs(piece, _disc_slices(piece, spacing_mm), hu, spacing_mm):
-        if _extent_mm(slab, spacing_mm) <= MAX_VERTEBRA_SLAB_MM:
-            parts += _sliver_apart(slab, classes, vertebra_classes, min_voxels)
-            split_before = {}
+        if not slab.any():
             continue
-        split = {c: slab & (classes == c) for c in vertebra_classes}
-        for c, level in split.items():
-            if c in split_before:
-                split[c] = split_before[c]
-                split[c] |= level  # in place: the part already listed grows
+        tall = _extent_mm(slab, spacing_mm) > MAX_VERTEBRA_SLAB_MM
+        if tall:
+            split = {c: slab & (classes == c) for c in vertebra_classes}
+        else:
+            split = {_majority(part, classes): part
+                     for part in _sliver_apart(slab, classes, vertebra_classes, min_voxels)}
+        for c, part in split.items():
+            if c in before and (tall or before_tall):
+                split[c] = before[c]
+                split[c] |= part  # in place: the part already listed grows
             else:
-                parts.append(level)
-        split_before = split
+                parts.append(part)
+        before, before_tall = split, tall
     return parts
+
+
+def _majority(mask: np.ndarray, classes: np.ndarray) -> int:
+    return int(np.bincount(classes[mask]).argmax())
 
 
 def _sliver_apart(slab: np.ndarray, classes: np.ndarray, vertebra_classes: list[int],
