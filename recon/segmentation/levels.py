@@ -4,20 +4,20 @@
   (a fractured bone keeps its fragments; specks go).
 - Vertebrae become instances: the pieces of all vertebra voxels together, cut at their discs (axial slices
   where a piece narrows to its posterior elements), a slab still too tall for one vertebra split by the
-  network's levels, and parts whose centres lie closer than ``SAME_LEVEL_MM`` along the body axis merged. The
-  network's levels are least reliable where it is least sure of the anatomy, so the CT's discs, not its levels,
-  draw the borders wherever they show; but the few slices of a vertebra that the scan cuts off often show no
-  disc apart from the vertebra next to them, and are parted from it by the network's levels. An instance
-  under ``MIN_PIECE_SHARE`` of the largest is a fragment beside the spine, not a vertebra, unless the scan cuts
-  it off. Instances are ordered from inferior to
-  superior and named with consecutive levels (no two L3s, no gap between L2 and L4): the run of consecutive
-  instances and the levels up from its lowest that agree with most of the network's voxel votes, each
-  instance in the run counting ``INSTANCE_WEIGHT`` of its size besides (a whole vertebra the network named
-  after its neighbour is still named; fewest instances on a tie). A vertebra the scan cuts off casts no votes
-  when a whole one is in view: the network sees too little of it to tell its level (in a crop round L3 it
-  took the part of L4 in view for L3). Instances outside the run (stray pieces in the pelvis below L5, or
-  above the labelled levels) go back to background; the run names the levels right when the field of view
-  cuts off the top or the bottom.
+  network's levels (a level on both sides of the cut next to such a slab staying one part), and parts whose
+  centres lie closer than ``SAME_LEVEL_MM`` along the body axis merged. The network's levels are least
+  reliable where it is least sure of the anatomy, so the CT's discs, not its levels, draw the borders wherever
+  they show; but the few slices of a vertebra that the scan cuts off often show no disc apart from the
+  vertebra next to them, and are parted from it by the network's levels. An instance under
+  ``MIN_PIECE_SHARE`` of the largest is a fragment beside the spine, not a vertebra, unless the scan cuts it
+  off. Instances are ordered from inferior to superior and named with consecutive levels (no two L3s, no gap
+  between L2 and L4): the run of consecutive instances and the levels up from its lowest that agree with most
+  of the network's voxel votes, each instance in the run counting ``INSTANCE_WEIGHT`` of its size besides (a
+  whole vertebra the network named after its neighbour is still named; fewest instances on a tie). A vertebra
+  the scan cuts off casts no votes when a whole one is in view: the network sees too little of it to tell its
+  level (in a crop round L3 it took the part of L4 in view for L3). Instances outside the run (stray pieces in
+  the pelvis below L5, or above the labelled levels) go back to background; the run names the levels right
+  when the field of view cuts off the top or the bottom.
 - Each level's confidence is the share of its voxels that the network itself gave that level.
 """
 
