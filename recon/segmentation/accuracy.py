@@ -22,7 +22,7 @@ from recon.segmentation.model import CARD_FILE, load_model, model_dir
 from recon.segmentation.train import labelled_share_of
 
 HELD_OUT_SEED_BASE = 950_000_000  # neither a training nor a validation seed
-HELD_OUT_PHANTOMS = 4
+HELD_OUT_PHANTOMS = 16  # 4 were too few to show the levels a scan cuts off: they gave L1 0.85, these 16 give 0.72
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
