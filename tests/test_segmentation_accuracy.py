@@ -24,8 +24,8 @@ PINNED_TOTALSEG = {
     "vertebrae_T11": 0.4109,
     "vertebrae_T12": 0.5379,
 }
-PINNED_NAMED_RIGHT = ("vertebrae_T11", "vertebrae_T12", "vertebrae_L1", "vertebrae_L2", "vertebrae_L3", "vertebrae_L4",
-                      "vertebrae_L5")  # named right on the real CT
+PINNED_NAMED_RIGHT = ("vertebrae_T11", "vertebrae_T12", "vertebrae_L1", "vertebrae_L2", "vertebrae_L3",
+                      "vertebrae_L4", "vertebrae_L5")  # named right on the real CT
 PINNED_TPTBOX_L3 = 0.2764  # real/tptbox-l3 ("L3" is L4 and the lower third of L3: the network is a level high)
 PINNED_PHANTOM_WORST = {
     "femur_left": 0.9326,
