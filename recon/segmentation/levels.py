@@ -144,7 +144,7 @@ def _sliver_apart(slab: np.ndarray, classes: np.ndarray, vertebra_classes: list[
     rank = np.full(256, -1)
     rank[vertebra_classes] = np.arange(len(vertebra_classes))  # superior to inferior
     ranks = np.where(slab, rank[classes], -1)
-    own = np.bincount(ranks[ranks >= 0]).argmax()
+    own = rank[_majority(slab, classes)]
     beyond = (ranks > own) if ends[0] == 0 else (ranks >= 0) & (ranks < own)
     pieces, _ = ndimage.label(beyond, structure=CONNECTED)
     sliver = np.isin(pieces, np.unique(pieces[:, :, ends[0]])[1:])
