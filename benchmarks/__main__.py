@@ -41,6 +41,10 @@ the mean time of ``run_study`` on the same 20 studies one after another in this 
 
 Hip planning: ``recon.plan_hip`` on a phantom's labels at 1.5 mm, both sides; the reference is the project's
 budget of 2 s per side.
+
+Training: one step of the default recipe (the shipped network, a batch of two 80^3 patches, forward, Dice-CE
+loss, backward, AdamW) with its convolutions in bfloat16 (``"autocast": "bfloat16"``) against the same step in
+float32 (the reference), on the same random batch, after a warm-up step of each.
 """
 
 from __future__ import annotations
@@ -176,6 +180,28 @@ def segment_with_nnunet_sized_network(volume: Volume) -> None:
         scores.argmax(dim=1)
 
 
+def training_step_row(repeats: int) -> None:
+    import torch
+
+    from recon.segmentation.model import build_network
+    from recon.segmentation.train import default_config, dice_ce_loss, labels_for, training_step
+
+    config = default_config()
+    classes = len(labels_for(config))
+    network = build_network(config["network"], classes)
+    optimiser = torch.optim.AdamW(network.parameters(), lr=1e-6)
+    images = torch.randn(config["batch_size"], 1, *config["patch_voxels"])
+    targets = torch.randint(0, classes, (config["batch_size"], 1, *config["patch_voxels"]))
+    criterion = dice_ce_loss()
+    steps = {precision: lambda extra=extra: training_step(network, optimiser, criterion, images, targets,
+                                                            config | extra)
+             for precision, extra in (("bfloat16", {"autocast": "bfloat16"}), ("float32", {}))}
+    median_times(steps, 1)
+    times = median_times(steps, repeats)
+    print(f"| training step, bfloat16 | batch 2 x 80^3, default network | {times['bfloat16']:.2f} | same step, "
+          f"float32 | {times['float32']:.2f} | {times['bfloat16'] / times['float32']:.2f} |")
+
+
 def run_row(phantom, workdir: Path) -> None:
     """recon run end to end on the clinical phantom written as DICOM, after the model is loaded (a first
     run loads and warms it), against the 60 s budget; then the per-stage breakdown."""
@@ -245,11 +271,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workdir", type=Path, default=Path("bench_out"))
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--only", choices=("batch",), help="run only this group of rows")
+    parser.add_argument("--only", choices=("batch", "training"), help="run only this group of rows")
     args = parser.parse_args()
-    if args.only == "batch":
+    if args.only:
         print("| stage | input | recon (s) | reference | reference (s) | ratio |\n|---|---|---|---|---|---|")
-        batch_rows(args.workdir)
+        if args.only == "batch":
+            batch_rows(args.workdir)
+        else:
+            training_step_row(args.repeats)
         return
     folder = write_benchmark_series(args.workdir / "dicom_512x512x300")
     ours, reference = read_with_recon(folder), read_with_simpleitk(folder)
@@ -300,6 +329,7 @@ def main() -> None:
     budget = 2 * PLAN_BUDGET_S_PER_HIP
     print(f"| plan hip | both sides, phantom labels {'x'.join(map(str, HIP_GRID_SHAPE))} at 1.5 mm | {seconds:.2f} | "
           f"budget 2 s per side | {budget:.2f} | {seconds / budget:.2f} |")
+    training_step_row(args.repeats)
     batch_rows(args.workdir)
 
 

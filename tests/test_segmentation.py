@@ -19,7 +19,8 @@ from recon.segmentation.datasets import load_user_dataset
 from recon.segmentation.levels import assign_levels
 from recon.segmentation.model import build_network, load_model, save_model
 from recon.segmentation.sources import existing_labels
-from recon.segmentation.train import LABELS, code_revision, default_config, labels_for, train
+from recon.segmentation.train import (LABELS, code_revision, default_config, dice_ce_loss, labels_for, train,
+                                      training_step)
 from recon.volume import Volume
 from tests.conftest import shared_path
 
@@ -360,6 +361,24 @@ def test_worker_processes_make_the_same_batches_in_the_same_order(tmp_path):
     here, workers = (list(_batches(config, 1, [], count)) for count in (0, 2))
     assert len(here) == len(workers) == 4
     assert all(torch.equal(a, b) for pair in zip(here, workers) for a, b in zip(*pair))
+
+
+def test_a_bfloat16_training_step_gives_the_float32_loss_to_bfloat16_precision_and_keeps_float32_weights(tmp_path):
+    config = small_training_config(tmp_path)
+    classes = len(labels_for(config))
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn((2, 1, 32, 32, 32), generator=generator)
+    targets = torch.randint(0, classes, (2, 1, 32, 32, 32), generator=generator)
+    losses, weights = {}, {}
+    for precision, extra in (("float32", {}), ("bfloat16", {"autocast": "bfloat16"})):
+        torch.manual_seed(1)
+        network = build_network(config["network"], classes)
+        optimiser = torch.optim.AdamW(network.parameters(), lr=1e-3)
+        losses[precision] = training_step(network, optimiser, dice_ce_loss(), images, targets, config | extra)
+        weights[precision] = network.state_dict()
+    assert losses["bfloat16"] != losses["float32"]  # the forward pass did run in bfloat16
+    assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=0.02)
+    assert all(tensor.dtype == torch.float32 for tensor in weights["bfloat16"].values() if tensor.is_floating_point())
 
 
 def test_fine_tuning_starts_from_the_given_model_and_records_where_it_started(tmp_path):

@@ -41,10 +41,10 @@ PINNED_PHANTOM_WORST = {
     "vertebrae_L5": 0.869,
 }
 PINNED_HIP_REPLACEMENT_WORST = {
-    "femur_left": 0.9045,
-    "femur_right": 0.9139,
-    "hip_left": 0.8024,
-    "hip_right": 0.7856,
+    "femur_left": 0.8704,
+    "femur_right": 0.9094,
+    "hip_left": 0.8028,
+    "hip_right": 0.7817,
 }
 
 

@@ -1,4 +1,4 @@
-"""Total hip replacements in phantoms, and the streaks their metal casts on CT.
+"""Hip replacements in phantoms, total and hemi, and the streaks their metal casts on CT.
 
 Patients planned for surgery often carry an implant already, most often a hip replacement on the other side.
 Its metal saturates the CT (3071 HU, the top of a 12-bit reconstruction) and streaks the slices it lies in;
@@ -11,6 +11,10 @@ Sizes, typical of primary hip replacements in adults:
 - head: a ball 28-36 mm across, concentric with the cup;
 - stem: in the femoral canal, tapering from about 8 to 5 mm radius over 110-160 mm below the neck cut,
   its neck reaching into the head; the native head and neck above the cut are resected.
+
+A share of them (``HEMIARTHROPLASTY_SHARE``) are hemiarthroplasties, the usual repair of a femoral neck
+fracture in the elderly: no cup, a metal head as large as the native one in the native acetabulum, and the
+same stem.
 """
 
 from __future__ import annotations
@@ -35,10 +39,12 @@ NECK_CUT_BEYOND_HEAD_MM = (0.0, 10.0)  # from the head's surface towards the tro
 STREAK_HU = (100.0, 700.0)  # the 99th percentile of the streaks' size, drawn per phantom
 METAL_THRESHOLD_HU = 2400.0  # above any bone, for finding the metal the streaks come from
 PROJECTIONS = 90
+HEMIARTHROPLASTY_SHARE = 0.4
 
 
-def hip_replacement(hip: dict, rng: np.random.Generator, labels: dict[str, int]) -> list[Paint]:
-    """Paints, drawn after the bones, that replace one hip joint. ``hip`` holds the joint's geometry in LPS
+def hip_replacement(hip: dict, rng: np.random.Generator, labels: dict[str, int]) -> tuple[str, list[Paint]]:
+    """The kind of replacement ("total" or "hemi") and the paints, drawn after the bones, that replace one hip
+    joint. ``hip`` holds the joint's geometry in LPS
     millimetres: ``head_center``, ``head_radius``, ``neck_direction`` (from the neck's base to the head),
     ``neck_base``, ``shaft_up`` (unit, up the femoral shaft), ``canal_radius``, ``cup_opening`` (unit, out of
     the acetabulum) and ``acetabulum_radius``; ``labels`` the femur's and the hip bone's label ids."""
@@ -55,13 +61,13 @@ def hip_replacement(hip: dict, rng: np.random.Generator, labels: dict[str, int])
     hemisphere = HalfSpace(center, opening)
     cup = Intersection((Difference(Sphere(center, cup_outer), Sphere(center, cup_inner)), hemisphere))
     liner = Intersection((Sphere(center, cup_inner), hemisphere))
-    return [
-        Paint(resected, rng.uniform(*SCAR_HU), 0),
-        Paint(liner, rng.uniform(*POLYETHYLENE_HU)),
-        Paint(cup, metal, labels["hip"]),
-        Paint(Sphere(center, head_radius), metal, labels["femur"]),
-        Paint(_stem(hip, cut, rng), metal, labels["femur"]),
-    ]
+    scar, polyethylene = rng.uniform(*SCAR_HU), rng.uniform(*POLYETHYLENE_HU)
+    stem = Paint(_stem(hip, cut, rng), metal, labels["femur"])
+    if rng.uniform() < HEMIARTHROPLASTY_SHARE:
+        return "hemi", [Paint(resected, scar, 0), Paint(Sphere(center, hip["head_radius"]), metal, labels["femur"]),
+                        stem]
+    return "total", [Paint(resected, scar, 0), Paint(liner, polyethylene), Paint(cup, metal, labels["hip"]),
+                     Paint(Sphere(center, head_radius), metal, labels["femur"]), stem]
 
 
 def _stem(hip: dict, cut: np.ndarray, rng: np.random.Generator) -> Union:

@@ -72,9 +72,11 @@ def build_pelvis(params: dict, origin: np.ndarray, rotation: np.ndarray, tissue:
         bones += [Paint(hip, tissue["cortical"], ids["hip"], layers=((cortex_mm, cancellous),)),
                   Paint(femur, tissue["cortical"], ids["femur"]),
                   Paint(femur_cancellous, cancellous), Paint(marrow, tissue["marrow"])]
+        replacement = None
         if side_name in (replaced or {}):
             joint |= {"cup_opening": opening, "acetabulum_radius": acetabulum_radius}
-            bones += hip_replacement(joint, replaced[side_name], ids)
+            replacement, implant = hip_replacement(joint, replaced[side_name], ids)
+            bones += implant
         hips[side_name] = {
             "femoral_head_center_lps_mm": center.tolist(),
             "femoral_head_radius_mm": head_radius,
@@ -84,6 +86,7 @@ def build_pelvis(params: dict, origin: np.ndarray, rotation: np.ndarray, tissue:
             "acetabular_anteversion_deg": params["acetabular_anteversion_deg"],
             "neck_shaft_angle_deg": params["neck_shaft_angle_deg"],
             "femoral_anteversion_deg": params["femoral_anteversion_deg"],
+            "replacement": replacement,
         }
         landmarks[f"asis_{side_name}"] = world(asis_local).tolist()
         landmarks[f"pubic_tubercle_{side_name}"] = world(tubercle_local).tolist()
