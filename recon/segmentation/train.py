@@ -134,7 +134,7 @@ def _initial_weights(config: dict) -> dict:
 def training_step(network, optimiser, criterion, images: torch.Tensor, targets: torch.Tensor,
                   config: dict) -> float:
     """One step: forward, loss, backward, update; returns the loss. With ``"autocast": "bfloat16"`` in the
-    configuration the network's convolutions run in bfloat16 (1.5 times faster on a CPU with AVX-512 BF16)
+    configuration the network's convolutions run in bfloat16 (faster on a CPU with AVX-512 BF16: make bench)
     while its weights, their updates and the loss stay in float32."""
     network.train()
     dtype = config.get("autocast")
