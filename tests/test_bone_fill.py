@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from recon.segmentation.bone_fill import BONE_HU, MIN_BONE_SCORE, REACH_MM, fill_bone, fill_solid_bones
+from recon.segmentation.bone_fill import (
+    ALL_PLANES, BONE_HU, MIN_BONE_SCORE, PLANES_ALONG_THE_SPINE, REACH_MM, fill_bone, fill_enclosed)
 
 SPACING = 3.0
 SOFT_HU, CORTEX_HU, MARROW_HU = 40.0, 600.0, -20.0
@@ -86,8 +87,20 @@ def test_marrow_inside_a_hip_or_femur_outline_is_theirs_but_a_vertebras_canal_is
     classes[9, 9, 10] = 11  # a voxel of another bone inside keeps its label
     classes[18:28, 18:28, 5:25] = 3  # vertebrae_L1 around its canal
     classes[20:26, 20:26, 5:25] = 0
-    filled = fill_solid_bones(classes, [9, 10, 11, 12])
+    filled = fill_enclosed(classes, [9, 10, 11, 12], ALL_PLANES)
     assert np.all(filled[7:13, 7:13, 5:25][classes[7:13, 7:13, 5:25] == 0] == 9)
     assert filled[9, 9, 10] == 11
     assert not filled[20:26, 20:26, 5:25].any()
     assert np.array_equal(filled[classes > 0], classes[classes > 0])
+    assert not fill_enclosed(classes, [3], PLANES_ALONG_THE_SPINE)[20:26, 20:26, 5:25].any()  # open along the spine
+
+
+def test_a_vertebral_body_the_network_hollowed_out_gets_its_marrow_back_and_the_canal_stays_empty():
+    classes = np.zeros((30, 30, 30), np.uint8)
+    classes[5:25, 3:27, 8:22] = 5  # vertebrae_L3: the body in front (index axis 1 low), the arch behind
+    classes[9:21, 18:24, 8:22] = 0  # the spinal canal, open at the top and bottom of the vertebra
+    classes[8:22, 5:15, 11:19] = 0  # the body's dark marrow, missed inside its cortex
+    filled = fill_enclosed(classes, [5], PLANES_ALONG_THE_SPINE)
+    assert np.all(filled[8:22, 5:15, 11:19] == 5)
+    assert not filled[9:21, 18:24, 8:22].any()
+    assert fill_enclosed(classes, [5], ALL_PLANES)[9:21, 18:24, 8:22].all()  # why not its axial slices

@@ -10,10 +10,13 @@ gave recon's bones together at least ``MIN_BONE_SCORE`` is taken, so a contrast-
 vertebra, which the network calls background with near certainty, stays background, and so does a rib, which
 it calls other bone. Voxels the network labelled keep their label.
 
-Then what a hip bone or femur label encloses in an axial, coronal or sagittal slice joins it
-(``fill_solid_bones``): those bones are cortex around marrow with no cavity that belongs to anything else, so
-marrow too dark for ``BONE_HU`` that the network left as background inside its own outline is theirs. Vertebrae
-and the sacrum are left alone: they enclose the spinal canal.
+Then what a label encloses in its slices joins it (``fill_enclosed``): marrow too dark for ``BONE_HU`` that
+the network left as background inside a bone's own outline is that bone's. A hip bone or femur is cortex
+around marrow with no cavity that belongs to anything else: its axial, coronal and sagittal slices are filled.
+A vertebra encloses the spinal canal in its axial slices but never in its coronal or sagittal ones (the canal
+runs on through the vertebrae above and below), so only those are filled: a low-density vertebral body that the
+network hollowed out (on real CT a body of about 100 HU, the marrow of an older patient, or osteopenia) gets
+its marrow back. The sacrum is left alone: its foramina and its curved canal can be enclosed in any plane.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ BONE_HU = 200.0
 REACH_MM = 12.0
 MIN_BONE_SCORE = 0.05
 SOLID_BONES = ("hip_left", "hip_right", "femur_left", "femur_right")
+ALL_PLANES = (0, 1, 2)  # sagittal, coronal, axial slices: the index axis each holds fixed
+PLANES_ALONG_THE_SPINE = (0, 1)  # sagittal and coronal: on the model's grid index axis 2 points superior
 
 
 def fill_bone(classes: np.ndarray, hu: np.ndarray, bone_score: np.ndarray, spacing_mm: float) -> np.ndarray:
@@ -50,13 +55,13 @@ def _bone_with_marrow(hu: np.ndarray) -> np.ndarray:
     return bone
 
 
-def fill_solid_bones(classes: np.ndarray, solid: list[int]) -> np.ndarray:
-    """``classes`` with the background that each class in ``solid`` encloses in its slices along each axis in
-    turn given to it."""
+def fill_enclosed(classes: np.ndarray, fill: list[int], axes: tuple[int, ...]) -> np.ndarray:
+    """``classes`` with the background that each class in ``fill`` encloses in its slices across each of
+    ``axes`` in turn (the index axis a slice holds fixed) given to it."""
     filled = classes.copy()
-    for c in solid:
+    for c in fill:
         bone = classes == c
-        for axis in range(3):  # each plane's fill closes outlines for the next
+        for axis in axes:  # each plane's fill closes outlines for the next
             planes = np.moveaxis(bone, axis, 0)
             enclosed = np.moveaxis(np.stack([ndimage.binary_fill_holes(plane) for plane in planes]), 0, axis)
             bone |= enclosed & (filled == 0)

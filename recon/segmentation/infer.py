@@ -2,8 +2,8 @@
 
 The CT is resampled (averaged, where it is finer) onto an axis-aligned LPS grid at the model's spacing, the
 network runs in sliding windows on it and on its left-right mirror image (``window.py``), levels are made
-consistent (``levels.py``), bone the network left out is given to its neighbouring label and the marrow a hip
-bone or femur encloses to that bone (``bone_fill.py``), and each label returns to the input grid by
+consistent (``levels.py``), bone the network left out is given to its neighbouring label and the marrow a bone
+encloses to that bone (``bone_fill.py``), and each label returns to the input grid by
 interpolating its class score linearly, one label at a time on its own bounding box: smooth boundaries without
 ever holding full-resolution scores for every class (only one running maximum and the uint8 labels).
 """
@@ -18,7 +18,7 @@ from scipy import ndimage
 from recon.anatomy import LABEL_IDS, is_vertebra
 from recon.geometry import Grid
 from recon.resample import canonical_grid, resample_array, resample_volume
-from recon.segmentation.bone_fill import SOLID_BONES, fill_bone, fill_solid_bones
+from recon.segmentation.bone_fill import ALL_PLANES, PLANES_ALONG_THE_SPINE, SOLID_BONES, fill_bone, fill_enclosed
 from recon.segmentation.levels import assign_levels
 from recon.segmentation.model import Model, load_model
 from recon.segmentation.totalseg import TOTALSEGMENTATOR, run_totalsegmentator
@@ -44,7 +44,9 @@ def segment(volume: Volume, *, model: Model | str | None = None) -> LabelMap:
     levels = assign_levels(classes, model.labels, model.spacing_mm, hu)
     named_bone = scores[sorted(ids)].sum(dim=0).numpy()  # other bone (ribs, upper vertebrae) is not ours to fill
     filled = fill_bone(levels.classes, hu, named_bone, model.spacing_mm)
-    filled = fill_solid_bones(filled, [c for c, name in enumerate(model.labels) if name in SOLID_BONES])
+    filled = fill_enclosed(filled, [c for c, name in enumerate(model.labels) if name in SOLID_BONES], ALL_PLANES)
+    filled = fill_enclosed(filled, [c for c, name in enumerate(model.labels) if is_vertebra(name)],
+                           PLANES_ALONG_THE_SPINE)
     labels = _onto_grid(filled, filled != levels.classes, scores, grid, volume.grid, model.labels, ids)
     present = set(np.unique(labels).tolist()) - {0}
     names = {ids[c]: model.labels[c] for c in ids if ids[c] in present}
