@@ -1,10 +1,16 @@
 """The shipped model's accuracy, pinned to what was measured when it was trained (model.json's "accuracy"),
 so that a regression fails CI. Real data comes from ../shared/data and was never used in training."""
 
+import numpy as np
 import pytest
 
+from recon.geometry import Grid
+from recon.io.labels import read_label_map
+from recon.io.loading import load_ct
 from recon.segmentation.accuracy import held_out_phantoms, totalsegmentator_example, tptbox_l3
+from recon.segmentation.infer import segment
 from recon.segmentation.model import load_model
+from recon.volume import Volume
 from tests.conftest import SHARED_DATA, shared_path
 
 SLACK = 0.02  # Dice may move this much with library versions before a change counts as a regression
@@ -27,6 +33,7 @@ PINNED_TOTALSEG = {
 PINNED_NAMED_RIGHT = ("vertebrae_T11", "vertebrae_T12", "vertebrae_L1", "vertebrae_L2", "vertebrae_L3",
                       "vertebrae_L4", "vertebrae_L5")  # named right on the real CT
 PINNED_TPTBOX_L3 = 0.2764  # real/tptbox-l3 ("L3" is L4 and the lower third of L3: the network is a level high)
+PELVIC_BONES = {"sacrum", "hip_left", "hip_right", "femur_left", "femur_right"}
 PINNED_PHANTOM_WORST = {
     "femur_left": 0.9326,
     "femur_right": 0.9458,
@@ -68,6 +75,26 @@ def test_real_ct_against_totalsegmentator_v1_holds_its_measured_dice(model):
 def test_real_crop_round_l3_holds_its_measured_dice(model):
     shared_path("real/tptbox-l3")
     assert tptbox_l3(model, SHARED_DATA)["dice_L3"] >= PINNED_TPTBOX_L3 - SLACK
+
+
+@pytest.mark.parametrize("top, bottom", [("L1", "L4"), ("T12", "L3")])
+def test_a_narrow_crop_round_the_real_lumbar_spine_shows_no_pelvic_bone(model, top, bottom):
+    """150 mm across, from the centre of ``bottom`` to the centre of ``top``: as a spine protocol reconstructs.
+    Before ``placement.py`` the network called parts of these vertebrae hip bone, femur and sacrum."""
+    folder = shared_path("real/totalseg-example")
+    ct, reference = load_ct(folder / "ct.nii.gz"), read_label_map(folder / "reference_v1")
+    ids = {name: number for number, name in reference.names.items()}
+    i, j, _ = np.nonzero(np.isin(reference.labels, [ids[f"vertebrae_L{n}"] for n in range(1, 6)]))
+    low = np.nonzero(reference.labels == ids[f"vertebrae_{bottom}"])[2].mean()
+    high = np.nonzero(reference.labels == ids[f"vertebrae_{top}"])[2].mean()
+    half = round(75 / ct.grid.spacing_mm[0])
+    start = np.array([i.mean() - half, j.mean() - half, low]).round().astype(int)
+    stop = np.array([i.mean() + half, j.mean() + half, high]).round().astype(int)
+    box = tuple(slice(a, b) for a, b in zip(start, stop))
+    grid = Grid(tuple(stop - start), ct.grid.spacing_mm, ct.grid.index_to_lps(start), ct.grid.direction)
+    found = set(segment(Volume(grid, ct.hu[box]), model=model).names.values())
+    assert not found & PELVIC_BONES, found
+    assert sum(name.startswith("vertebrae_") for name in found) >= 3  # the vertebrae stay
 
 
 def test_held_out_phantoms_hold_their_measured_dice(model):

@@ -2,10 +2,11 @@
 
 The CT is resampled (averaged, where it is finer) onto an axis-aligned LPS grid at the model's spacing, the
 network runs in sliding windows on it and on its left-right mirror image (``window.py``), levels are made
-consistent (``levels.py``), bone the network left out is given to its neighbouring label and the marrow a bone
-encloses to that bone (``bone_fill.py``), and each label returns to the input grid by
-interpolating its class score linearly, one label at a time on its own bounding box: smooth boundaries without
-ever holding full-resolution scores for every class (only one running maximum and the uint8 labels).
+consistent (``levels.py``), pelvic bones found beside the lumbar spine are dropped (``placement.py``), bone the
+network left out is given to its neighbouring label and the marrow a bone encloses to that bone
+(``bone_fill.py``), and each label returns to the input grid by interpolating its class score linearly, one
+label at a time on its own bounding box: smooth boundaries without ever holding full-resolution scores for every
+class (only one running maximum and the uint8 labels).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from recon.resample import canonical_grid, resample_array, resample_volume
 from recon.segmentation.bone_fill import ALL_PLANES, PLANES_ALONG_THE_SPINE, SOLID_BONES, fill_bone, fill_enclosed
 from recon.segmentation.levels import assign_levels
 from recon.segmentation.model import Model, load_model
+from recon.segmentation.placement import drop_pelvis_beside_spine
 from recon.segmentation.totalseg import TOTALSEGMENTATOR, run_totalsegmentator
 from recon.segmentation.window import normalise, predict_mirrored_scores
 from recon.volume import LabelMap, Volume, compact_label_dtype, label_bounding_boxes
@@ -42,12 +44,13 @@ def segment(volume: Volume, *, model: Model | str | None = None) -> LabelMap:
     classes = scores.argmax(dim=0).numpy().astype(np.uint8)
     classes[~np.isin(classes, list(ids))] = 0  # classes a model learns but recon does not name (other bone)
     levels = assign_levels(classes, model.labels, model.spacing_mm, hu)
+    placed = drop_pelvis_beside_spine(levels.classes, model.labels)
     named_bone = scores[sorted(ids)].sum(dim=0).numpy()  # other bone (ribs, upper vertebrae) is not ours to fill
-    filled = fill_bone(levels.classes, hu, named_bone, model.spacing_mm)
+    filled = fill_bone(placed, hu, named_bone, model.spacing_mm)
     filled = fill_enclosed(filled, [c for c, name in enumerate(model.labels) if name in SOLID_BONES], ALL_PLANES)
     filled = fill_enclosed(filled, [c for c, name in enumerate(model.labels) if is_vertebra(name)],
                            PLANES_ALONG_THE_SPINE)
-    labels = _onto_grid(filled, filled != levels.classes, scores, grid, volume.grid, model.labels, ids)
+    labels = _onto_grid(filled, filled != placed, scores, grid, volume.grid, model.labels, ids)
     present = set(np.unique(labels).tolist()) - {0}
     names = {ids[c]: model.labels[c] for c in ids if ids[c] in present}
     confidence = {ids[c]: value for c, value in levels.confidence.items() if ids[c] in present}
