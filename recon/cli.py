@@ -367,6 +367,12 @@ def _segment(args: argparse.Namespace) -> int:
     for index, name in sorted(labels.names.items()):
         confidence = labels.confidence.get(index)
         print(f"{name}" + (f"  confidence {confidence:.2f}" if confidence is not None else ""))
+    if labels.level_anchor:
+        print(f"levels counted from: {labels.level_anchor}")
+    if labels.level_anchor == "none":
+        from recon.segmentation.levels import UNANCHORED
+
+        print(f"WARNING: {UNANCHORED}")
     print(f"wrote labels.nii.gz, labels.json and segmentation.seg.nrrd to {out}/")
     return 0
 

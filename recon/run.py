@@ -39,6 +39,7 @@ from recon.mesh import mesh_labels
 from recon.plan.hip import plan_hip
 from recon.plan.spine import plan_spine
 from recon.preview import render_preview
+from recon.segmentation.levels import UNANCHORED
 from recon.segmentation.model import sha256_of
 from recon.report import write_report
 
@@ -74,6 +75,7 @@ def _run_study(input_path: Path, out: Path, procedure, model, seg, label_map, se
         require_memory(loaded.volume.hu.size, RUN_BYTES_PER_VOXEL, "recon run", str(input_path))
     with _stage("segment", stages):
         labels, model_record = _labels(loaded.volume, model, seg, label_map, device)
+        warnings += [UNANCHORED] if labels.level_anchor == "none" else []
     with _stage("write labels", stages):
         write_label_map(labels, out / "labels.nii.gz")
         write_segmentation(labels, out / "segmentation.seg.nrrd")

@@ -28,12 +28,14 @@ class Volume:
 @dataclass(frozen=True, eq=False)
 class LabelMap:
     """Integer labels on a grid; ``names`` maps each label id to its anatomical name. 0 is background.
-    ``confidence`` (0-1, by label id) is filled by a model that can judge its own labels."""
+    ``confidence`` (0-1, by label id) is filled by a model that can judge its own labels, and ``level_anchor``
+    by one that names vertebra levels: what it counted them from ("sacrum", "thoracic" or "none")."""
 
     grid: Grid
     labels: np.ndarray
     names: dict[int, str] = field(default_factory=dict)
     confidence: dict[int, float] = field(default_factory=dict)
+    level_anchor: str | None = None
 
     def __post_init__(self) -> None:
         _check_shape(self.labels, self.grid)

@@ -64,6 +64,17 @@ def test_labels_round_trip_with_their_names(tmp_path):
     assert read_label_map(tmp_path / "labels.nii.gz").names == {300: "vertebrae_L2"}
 
 
+def test_levels_write_their_confidence_and_what_they_were_counted_from(tmp_path):
+    array = np.zeros(GRID.shape, np.uint8)
+    array[0, 0, 0], array[1, 1, 1], array[2, 2, 2] = 4, 5, 8
+    names = {4: "vertebrae_L2", 5: "vertebrae_L3", 8: "sacrum"}
+    write_label_map(LabelMap(GRID, array, names, {4: 0.81234, 5: 0.5}, "none"), tmp_path / "labels.nii.gz")
+    written = json.loads((tmp_path / "labels.json").read_text())
+    assert written == {"4": {"name": "vertebrae_L2", "confidence": 0.8123, "counted_from": "none"},
+                       "5": {"name": "vertebrae_L3", "confidence": 0.5, "counted_from": "none"}, "8": "sacrum"}
+    assert read_label_map(tmp_path / "labels.nii.gz").names == names
+
+
 def _structure_folder(folder, masks):
     folder.mkdir()
     for name, mask in masks.items():

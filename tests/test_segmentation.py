@@ -16,7 +16,7 @@ from recon.geometry import Grid
 from recon.io.images import write_image
 from recon.phantom import make_phantom
 from recon.segmentation.datasets import load_user_dataset
-from recon.segmentation.levels import assign_levels
+from recon.segmentation.levels import assign_levels, level_anchor
 from recon.segmentation.model import build_network, load_model, save_model
 from recon.segmentation.sources import existing_labels
 from recon.segmentation.train import (LABELS, code_revision, default_config, dice_ce_loss, labels_for, train,
@@ -60,6 +60,21 @@ def test_a_duplicated_level_is_renamed_to_close_the_sequence():
     assert names_from_inferior(result) == ["vertebrae_L5", "vertebrae_L4", "vertebrae_L3", "vertebrae_L2",
                                            "vertebrae_L1"]
     assert result.confidence[LABEL_IDS["vertebrae_L3"]] == 0.0  # the network never said L3 there
+
+
+def anchor_of(classes):
+    result = levels_of(classes)
+    return level_anchor(result.classes, LABELS, result.confidence, SPACING)
+
+
+def test_levels_say_what_they_were_counted_from():
+    lumbar = ["vertebrae_L5", "vertebrae_L4", "vertebrae_L3"]
+    assert anchor_of(spine(["sacrum", *lumbar])) == "sacrum"
+    assert anchor_of(spine(["sacrum", 0, 0, *lumbar])) == "none"  # 72 mm from L5: not the junction in view
+    assert anchor_of(spine(lumbar + ["vertebrae_L2", "vertebrae_L1", "vertebrae_T12"])) == "thoracic"
+    assert anchor_of(spine(lumbar)) == "none"
+    assert anchor_of(spine(["vertebrae_L2", "vertebrae_L1", "vertebrae_L1"])) == "none"  # T12 by the run alone
+    assert level_anchor(np.zeros((5, 5, 5), np.uint8), LABELS, {}, SPACING) is None
 
 
 def test_a_field_of_view_cut_at_the_bottom_names_by_the_majority():

@@ -1,16 +1,18 @@
 """The shipped model's accuracy, pinned to what was measured when it was trained (model.json's "accuracy"),
 so that a regression fails CI. Real data comes from ../shared/data and was never used in training."""
 
+import json
+
 import numpy as np
 import pytest
 
+from recon.cli import main
 from recon.geometry import Grid
+from recon.io.images import write_image
 from recon.io.labels import read_label_map
 from recon.io.loading import load_ct
 from recon.segmentation.accuracy import held_out_phantoms, totalsegmentator_example, tptbox_l3
-from recon.segmentation.infer import segment
 from recon.segmentation.model import load_model
-from recon.volume import Volume
 from tests.conftest import SHARED_DATA, shared_path
 
 SLACK = 0.02  # Dice may move this much with library versions before a change counts as a regression
@@ -77,10 +79,12 @@ def test_real_crop_round_l3_holds_its_measured_dice(model):
     assert tptbox_l3(model, SHARED_DATA)["dice_L3"] >= PINNED_TPTBOX_L3 - SLACK
 
 
-@pytest.mark.parametrize("top, bottom", [("L1", "L4"), ("T12", "L3")])
-def test_a_narrow_crop_round_the_real_lumbar_spine_shows_no_pelvic_bone(model, top, bottom):
-    """150 mm across, from the centre of ``bottom`` to the centre of ``top``: as a spine protocol reconstructs.
-    Before ``placement.py`` the network called parts of these vertebrae hip bone, femur and sacrum."""
+@pytest.mark.parametrize("top, bottom, anchor", [("L1", "L4", "none"), ("T12", "L3", "thoracic")])
+def test_a_narrow_crop_round_the_real_lumbar_spine_shows_no_pelvic_bone_and_says_what_its_levels_rest_on(
+        tmp_path, capsys, top, bottom, anchor):
+    """150 mm across, from the centre of ``bottom`` to the centre of ``top``, as a spine protocol reconstructs
+    it. Before ``placement.py`` the network called parts of these vertebrae hip bone, femur and sacrum; the
+    L1-L4 crop, with neither the sacrum nor a thoracic vertebra in view, is named a level high."""
     folder = shared_path("real/totalseg-example")
     ct, reference = load_ct(folder / "ct.nii.gz"), read_label_map(folder / "reference_v1")
     ids = {name: number for number, name in reference.names.items()}
@@ -92,9 +96,14 @@ def test_a_narrow_crop_round_the_real_lumbar_spine_shows_no_pelvic_bone(model, t
     stop = np.array([i.mean() + half, j.mean() + half, high]).round().astype(int)
     box = tuple(slice(a, b) for a, b in zip(start, stop))
     grid = Grid(tuple(stop - start), ct.grid.spacing_mm, ct.grid.index_to_lps(start), ct.grid.direction)
-    found = set(segment(Volume(grid, ct.hu[box]), model=model).names.values())
+    write_image(ct.hu[box], grid, tmp_path / "crop.nii.gz")
+    assert main(["segment", str(tmp_path / "crop.nii.gz"), "-o", str(tmp_path / "out")]) == 0
+    written = json.loads((tmp_path / "out" / "labels.json").read_text())
+    found = {entry["name"] if isinstance(entry, dict) else entry for entry in written.values()}
     assert not found & PELVIC_BONES, found
     assert sum(name.startswith("vertebrae_") for name in found) >= 3  # the vertebrae stay
+    assert {entry["counted_from"] for entry in written.values() if isinstance(entry, dict)} == {anchor}
+    assert ("WARNING: vertebra levels counted without" in capsys.readouterr().out) == (anchor == "none")
 
 
 def test_held_out_phantoms_hold_their_measured_dice(model):

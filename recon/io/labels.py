@@ -31,14 +31,21 @@ log = logging.getLogger(__name__)
 
 def write_label_map(labels: LabelMap, path: str | Path) -> Path:
     """Write the label image (the smallest unsigned type that holds its ids) and ``labels.json`` in the same
-    folder: ``{id: name}``, or ``{id: {"name": ..., "confidence": ...}}`` for labels with a confidence."""
+    folder: ``{id: name}``, or ``{id: {"name": ..., "confidence": ..., "counted_from": ...}}`` for labels with a
+    confidence (vertebra levels: ``counted_from`` is the levels' anchor, where the model gave one)."""
     path = Path(path)
     write_image(labels.labels.astype(compact_label_dtype(labels.labels)), labels.grid, path)
-    names = {str(index): {"name": name, "confidence": round(labels.confidence[index], 4)}
-             if index in labels.confidence else name for index, name in sorted(labels.names.items())}
+    names = {str(index): _entry(labels, index, name) for index, name in sorted(labels.names.items())}
     with atomic_path(path.parent / NAMES_FILE) as temporary:
         temporary.write_text(json.dumps(names, indent=2))
     return path
+
+
+def _entry(labels: LabelMap, index: int, name: str) -> str | dict:
+    if index not in labels.confidence:
+        return name
+    entry = {"name": name, "confidence": round(labels.confidence[index], 4)}
+    return entry | ({"counted_from": labels.level_anchor} if labels.level_anchor else {})
 
 
 def read_label_map(path: str | Path, label_map: str | Path | None = None) -> LabelMap:

@@ -20,7 +20,7 @@ from recon.anatomy import LABEL_IDS, is_vertebra
 from recon.geometry import Grid
 from recon.resample import canonical_grid, resample_array, resample_volume
 from recon.segmentation.bone_fill import ALL_PLANES, PLANES_ALONG_THE_SPINE, SOLID_BONES, fill_bone, fill_enclosed
-from recon.segmentation.levels import assign_levels
+from recon.segmentation.levels import assign_levels, level_anchor
 from recon.segmentation.model import Model, load_model
 from recon.segmentation.placement import drop_pelvis_beside_spine
 from recon.segmentation.totalseg import TOTALSEGMENTATOR, run_totalsegmentator
@@ -54,7 +54,8 @@ def segment(volume: Volume, *, model: Model | str | None = None) -> LabelMap:
     present = set(np.unique(labels).tolist()) - {0}
     names = {ids[c]: model.labels[c] for c in ids if ids[c] in present}
     confidence = {ids[c]: value for c, value in levels.confidence.items() if ids[c] in present}
-    return LabelMap(volume.grid, labels, names, confidence)
+    anchor = level_anchor(placed, model.labels, levels.confidence, model.spacing_mm)
+    return LabelMap(volume.grid, labels, names, confidence, anchor)
 
 
 def _onto_grid(classes: np.ndarray, filled: np.ndarray, scores: torch.Tensor, source: Grid, target: Grid,

@@ -19,6 +19,11 @@
   the pelvis below L5, or above the labelled levels) go back to background; the run names the levels right
   when the field of view cuts off the top or the bottom.
 - Each level's confidence is the share of its voxels that the network itself gave that level.
+- The levels' anchor (``level_anchor``) says what the count rests on: the lumbosacral junction in view, a
+  thoracic vertebra the network knows by its ribs, or neither. Without one the names rest on the network's
+  reading of vertebral shape alone, which is often a level off: in ten crops of a real CT round its lumbar spine
+  (150 and 250 mm across, two to five levels tall) the seven with an anchor were all named right and the three
+  without one were each named a level high, with confidences of 0.55-0.96.
 """
 
 from __future__ import annotations
@@ -40,6 +45,11 @@ MAX_VERTEBRA_SLAB_MM = 55.0
 DISC_BAND_MM = 6.0
 AREA_SMOOTHING_MM = 3.0  # a slice's worth of noise in the area profile is not a disc
 INSTANCE_WEIGHT = 0.1  # each vertebra in the run counts a tenth of its size, whatever the network named it
+SACRUM_GAP_MM = 20.0  # the sacrum reaching this close to L5's lowest slice: the lumbosacral junction in view
+THORACIC_LEVELS = ("vertebrae_T11", "vertebrae_T12")
+OWN_SHARE = 0.5  # a thoracic level the network itself gave more than this share of its voxels
+UNANCHORED = ("vertebra levels counted without the sacrum or a thoracic vertebra in view: they rest on the "
+              "network's reading of vertebral shape and may be a level off; check them on a scan that shows one")
 CONNECTED = ndimage.generate_binary_structure(3, 3)
 
 
@@ -66,6 +76,23 @@ def assign_levels(classes: np.ndarray, labels: list[str], spacing_mm: float, hu:
             cleaned[mask] = level
             confidence[level] = float(np.mean(classes[mask] == level))
     return Levels(cleaned, confidence)
+
+
+def level_anchor(classes: np.ndarray, labels: list[str], confidence: dict[int, float],
+                 spacing_mm: float) -> str | None:
+    """What the vertebra levels in ``classes`` (after ``assign_levels``; index axis 2 superior) were counted
+    from: "sacrum" where an L5 and the sacrum reaching within ``SACRUM_GAP_MM`` of its lowest slice are in view,
+    "thoracic" where the network itself gave a T11 or T12 more than ``OWN_SHARE`` of its voxels (it tells them by
+    their ribs), "none" where neither is; None where no vertebra is named."""
+    heights = {name: np.flatnonzero((classes == c).any(axis=(0, 1))) for c, name in enumerate(labels)}
+    if not any(heights.get(name, np.empty(0)).size for name in labels if name.startswith("vertebrae_")):
+        return None
+    l5, sacrum = heights.get("vertebrae_L5", np.empty(0)), heights.get("sacrum", np.empty(0))
+    if l5.size and sacrum.size and (l5[0] - sacrum[-1]) * spacing_mm <= SACRUM_GAP_MM:
+        return "sacrum"
+    if any(confidence.get(labels.index(name), 0.0) > OWN_SHARE for name in THORACIC_LEVELS if name in labels):
+        return "thoracic"
+    return "none"
 
 
 def _kept_pieces(mask: np.ndarray) -> np.ndarray:
