@@ -22,8 +22,8 @@
 - The levels' anchor (``level_anchor``) says what the count rests on: the lumbosacral junction in view, a
   thoracic vertebra the network knows by its ribs, or neither. Without one the names rest on the network's
   reading of vertebral shape alone, which is often a level off: in ten crops of a real CT round its lumbar spine
-  (150 and 250 mm across, two to five levels tall) the seven with an anchor were all named right and the three
-  without one were each named a level high, with confidences of 0.55-0.96.
+  (150 and 250 mm across, three to seven levels tall) the four with an anchor named 20 of 22 levels right and
+  the six without one 0 of 22, every one a level high, with confidences up to 0.95.
 """
 
 from __future__ import annotations

@@ -13,8 +13,9 @@ returns to background.
 - Hip bones: L3. The iliac crest reaches the L4 body or the L3/L4 disc (the intercristal line); a real crest
   beside L3 in a scan that ends there is the rare case this drops.
 Levels count by their centres where a lower level is in view, not by their ends: where the network fails on a
-crop a level can spill down the scan with its mistakes (in a 250 mm crop of a real CT from L2 to mid-L5, "L3"
-reached the bottom slice beside the real iliac crests while its centre stayed at L3).
+crop a level can spill down the scan with its mistakes (in one crop of a real CT round L2-L5, "L3" reached the
+bottom slice beside the real iliac crests while its centre stayed at L3). Where the levels are named a level
+high, bits of a real crest above what was named L3 go too.
 """
 
 from __future__ import annotations
