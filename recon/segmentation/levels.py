@@ -84,10 +84,10 @@ def level_anchor(classes: np.ndarray, labels: list[str], confidence: dict[int, f
     from: "sacrum" where an L5 and the sacrum reaching within ``SACRUM_GAP_MM`` of its lowest slice are in view,
     "thoracic" where the network itself gave a T11 or T12 more than ``OWN_SHARE`` of its voxels (it tells them by
     their ribs), "none" where neither is; None where no vertebra is named."""
-    heights = {name: np.flatnonzero((classes == c).any(axis=(0, 1))) for c, name in enumerate(labels)}
-    if not any(heights.get(name, np.empty(0)).size for name in labels if name.startswith("vertebrae_")):
+    if not np.isin(classes, [c for c, name in enumerate(labels) if name.startswith("vertebrae_")]).any():
         return None
-    l5, sacrum = heights.get("vertebrae_L5", np.empty(0)), heights.get("sacrum", np.empty(0))
+    l5, sacrum = (np.flatnonzero((classes == labels.index(name)).any(axis=(0, 1))) if name in labels
+                  else np.empty(0, int) for name in ("vertebrae_L5", "sacrum"))
     if l5.size and sacrum.size and (l5[0] - sacrum[-1]) * spacing_mm <= SACRUM_GAP_MM:
         return "sacrum"
     if any(confidence.get(labels.index(name), 0.0) > OWN_SHARE for name in THORACIC_LEVELS if name in labels):

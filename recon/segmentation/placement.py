@@ -7,8 +7,8 @@ processes hip bone, femur or sacrum. The vertebrae show where the pelvis cannot 
 reaches below the lumbar spine: a piece of one must reach below the centre of each level at or above its
 ``HIGHEST_LEVEL`` and, where no level below that one is in view, below the lowest vertebra voxel. Otherwise it
 returns to background.
-- Femurs: L5. The femoral heads lie several centimetres below the sacral promontory, so a femur never reaches
-  no lower than a vertebra.
+- Femurs: L5. The femoral heads lie several centimetres below the sacral promontory, so a femur always reaches
+  below every vertebra.
 - Sacrum: L4. It begins at the L5/S1 disc; L4 rather than L5 leaves room for a level named one off.
 - Hip bones: L3. The iliac crest reaches the L4 body or the L3/L4 disc (the intercristal line); a real crest
   beside L3 in a scan that ends there is the rare case this drops.
