@@ -129,7 +129,8 @@ def _parser() -> argparse.ArgumentParser:
     segment = commands.add_parser(
         "segment", help="segment the bones of a CT (or bring an existing segmentation to recon's labels)",
         description="Writes OUT/labels.nii.gz, OUT/labels.json (id -> name, with each vertebra level's "
-                    "confidence) and OUT/segmentation.seg.nrrd for 3D Slicer, on the CT's grid.")
+                    "confidence and what the levels were counted from) and OUT/segmentation.seg.nrrd for 3D "
+                    "Slicer, on the CT's grid.")
     segment.add_argument("input", help="anything 'recon info' reads")
     segment.add_argument("-o", "--output", required=True, help="output folder")
     segment.add_argument("--model", help=MODEL_HELP)
