@@ -29,7 +29,7 @@ class Volume:
 class LabelMap:
     """Integer labels on a grid; ``names`` maps each label id to its anatomical name. 0 is background.
     ``confidence`` (0-1, by label id) is filled by a model that can judge its own labels, and ``level_anchor``
-    by one that names vertebra levels: what it counted them from ("sacrum", "thoracic" or "none")."""
+    by one that names vertebra levels: what it counted them from ("sacrum" or "none")."""
 
     grid: Grid
     labels: np.ndarray

@@ -63,18 +63,18 @@ def test_a_duplicated_level_is_renamed_to_close_the_sequence():
 
 
 def anchor_of(classes):
-    result = levels_of(classes)
-    return level_anchor(result.classes, LABELS, result.confidence, SPACING)
+    return level_anchor(levels_of(classes).classes, LABELS, SPACING)
 
 
-def test_levels_say_what_they_were_counted_from():
+def test_levels_say_whether_they_were_counted_from_the_lumbosacral_junction():
     lumbar = ["vertebrae_L5", "vertebrae_L4", "vertebrae_L3"]
-    assert anchor_of(spine(["sacrum", *lumbar])) == "sacrum"
-    assert anchor_of(spine(["sacrum", 0, 0, *lumbar])) == "none"  # 72 mm from L5: not the junction in view
-    assert anchor_of(spine(lumbar + ["vertebrae_L2", "vertebrae_L1", "vertebrae_T12"])) == "thoracic"
-    assert anchor_of(spine(lumbar)) == "none"
-    assert anchor_of(spine(["vertebrae_L2", "vertebrae_L1", "vertebrae_L1"])) == "none"  # T12 by the run alone
-    assert level_anchor(np.zeros((5, 5, 5), np.uint8), LABELS, {}, SPACING) is None
+    assert anchor_of(spine(["sacrum", "sacrum", "sacrum", *lumbar])) == "sacrum"  # S1's body below L5
+    fragment = spine(lumbar)
+    fragment[5:15, 5:15, 0:2] = LABEL_IDS["sacrum"]  # 9 mm below L5: what a crop through L5 shows of it
+    assert anchor_of(fragment) == "none"
+    assert anchor_of(spine(["sacrum", "sacrum", "sacrum", 0, 0, *lumbar])) == "none"  # 72 mm below: not L5's
+    assert anchor_of(spine(lumbar + ["vertebrae_L2", "vertebrae_L1", "vertebrae_T12"])) == "none"  # no sacrum
+    assert level_anchor(np.zeros((5, 5, 5), np.uint8), LABELS, SPACING) is None
 
 
 def test_a_field_of_view_cut_at_the_bottom_names_by_the_majority():

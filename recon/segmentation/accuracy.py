@@ -23,7 +23,8 @@ from recon.segmentation.model import CARD_FILE, load_model, model_dir
 from recon.segmentation.train import labelled_share_of
 from recon.volume import LabelMap, Volume
 
-LUMBAR_CROPS = (("L1", "L4"), ("L2", "L5"), ("T12", "L3"), ("L3", "L5"), ("T11", "L5"))  # (top, bottom)
+LUMBAR_CROPS = (("L1", "L4"), ("L2", "L5"), ("T12", "L3"), ("L3", "L5"), ("T11", "L5"), ("L2", None),
+                ("L4", None))  # (top, bottom): from the centre of one to the other's, or to the bottom of the scan
 CROPS_ACROSS_MM = (150, 250)
 HELD_OUT_SEED_BASE = 950_000_000  # neither a training nor a validation seed
 HELD_OUT_PHANTOMS = 16  # 4 were too few to show the levels a scan cuts off: they gave L1 0.85, these 16 give 0.72
@@ -62,12 +63,14 @@ def totalsegmentator_example(model, data: Path = SHARED_DATA) -> dict:
                                    and s.identified is not None}}
 
 
-def lumbar_crop(ct: Volume, reference: LabelMap, top: str, bottom: str, across_mm: float) -> tuple[Volume, LabelMap]:
+def lumbar_crop(ct: Volume, reference: LabelMap, top: str, bottom: str | None,
+                across_mm: float) -> tuple[Volume, LabelMap]:
     """A box of ``ct`` and ``reference`` ``across_mm`` wide and deep round the lumbar spine, from the centre of
-    vertebra ``bottom`` to the centre of ``top`` ("L4", "T12"...): a spine protocol's field of view."""
+    vertebra ``bottom`` (or the bottom of the scan, for None) to the centre of ``top`` ("L4", "T12"...): a spine
+    protocol's field of view."""
     ids = {name: number for number, name in reference.names.items()}
-    i, j, _ = np.nonzero(np.isin(reference.labels, [ids[f"vertebrae_L{n}"] for n in range(1, 6)]))
-    low = np.nonzero(reference.labels == ids[f"vertebrae_{bottom}"])[2].mean()
+    i, j, _ = np.nonzero(np.isin(reference.labels, [ids[n] for n in ids if n.startswith("vertebrae_L")]))
+    low = np.nonzero(reference.labels == ids[f"vertebrae_{bottom}"])[2].mean() if bottom else 0
     high = np.nonzero(reference.labels == ids[f"vertebrae_{top}"])[2].mean()
     half = np.array(across_mm) / 2 / np.array(ct.grid.spacing_mm[:2])
     start = np.maximum(np.array([i.mean(), j.mean()]) - half, 0).round().astype(int).tolist() + [round(low)]
@@ -79,25 +82,49 @@ def lumbar_crop(ct: Volume, reference: LabelMap, top: str, bottom: str, across_m
     return Volume(grid, ct.hu[box].copy()), LabelMap(grid, reference.labels[box].copy(), reference.names)
 
 
+def crop_naming(model, ct: Volume, reference: LabelMap, top: str, bottom: str | None, across_mm: float) -> dict:
+    """``lumbar_crop``'s levels: what they were counted from, the vertebrae found and how many of them were named
+    as the reference level that holds most of their voxels, and the pelvic bones found that the reference does
+    not show in the crop."""
+    volume, truth = lumbar_crop(ct, reference, top, bottom, across_mm)
+    predicted = segment(volume, model=model)
+    verdicts = []
+    for number, name in predicted.names.items():
+        if is_vertebra(name):
+            most = int(np.bincount(truth.labels[predicted.labels == number].astype(np.int64)).argmax())
+            if most:  # a vertebra found where the reference has none is not a name to judge
+                verdicts.append(truth.names.get(most) == name)
+    in_view = {truth.names[int(n)] for n in np.unique(truth.labels) if n}
+    return {"counted_from": predicted.level_anchor, "vertebrae": len(verdicts), "named_right": sum(verdicts),
+            "pelvic_bones_not_in_the_reference": sorted(
+                {n for n in predicted.names.values() if not is_vertebra(n)} - in_view)}
+
+
 def totalsegmentator_example_lumbar_crops(model, data: Path = SHARED_DATA) -> dict:
-    """Crops of ``real/totalseg-example`` round its lumbar spine (``LUMBAR_CROPS``, ``CROPS_ACROSS_MM``): per
-    crop, what its levels were counted from, how many were named right, and the pelvic bones found that the
-    reference does not show in the crop."""
+    """``crop_naming`` for each of ``LUMBAR_CROPS`` of ``real/totalseg-example``, ``CROPS_ACROSS_MM`` across."""
     folder = data / "real" / "totalseg-example"
     ct, reference = load_ct(folder / "ct.nii.gz"), read_label_map(folder / "reference_v1")
-    crops = {}
-    for across_mm in CROPS_ACROSS_MM:
-        for top, bottom in LUMBAR_CROPS:
-            volume, truth = lumbar_crop(ct, reference, top, bottom, across_mm)
-            predicted = segment(volume, model=model)
-            result = evaluate(predicted, truth)
-            named = [s.identified for s in result.labels.values() if s.identified is not None]
-            in_view = {truth.names[int(n)] for n in np.unique(truth.labels) if n}
-            crops[f"{bottom}-{top}, {across_mm} mm"] = {
-                "counted_from": predicted.level_anchor, "levels_named_right": f"{sum(named)}/{len(named)}",
-                "pelvic_bones_not_in_the_reference": sorted(
-                    set(predicted.names.values()) - in_view - {n for n in BONES if is_vertebra(n)})}
-    return crops
+    return {f"{bottom or 'bottom of the scan'}-{top}, {across_mm} mm": crop_naming(model, ct, reference, top,
+                                                                                   bottom, across_mm)
+            for across_mm in CROPS_ACROSS_MM for top, bottom in LUMBAR_CROPS}
+
+
+def phantom_lumbar_crops(model, seeds=range(HELD_OUT_SEED_BASE, HELD_OUT_SEED_BASE + HELD_OUT_PHANTOMS)) -> dict:
+    """``crop_naming`` for each of ``LUMBAR_CROPS`` whose levels a phantom of ``seeds`` shows, summed by what the
+    levels were counted from: crops, crops with every vertebra named right, vertebrae, vertebrae named right."""
+    totals: dict[str, list[int]] = {}
+    for seed in seeds:
+        phantom = make_phantom(seed, size="small")
+        shown = {phantom.labels.names[int(n)] for n in np.unique(phantom.labels.labels) if n}
+        for across_mm in CROPS_ACROSS_MM:
+            for top, bottom in LUMBAR_CROPS:
+                if {f"vertebrae_{level}" for level in (top, bottom) if level} <= shown:
+                    crop = crop_naming(model, phantom.ct, phantom.labels, top, bottom, across_mm)
+                    right, total = crop["named_right"], crop["vertebrae"]
+                    counts = totals.setdefault(crop["counted_from"], [0, 0, 0, 0])
+                    counts[:] = [counts[0] + 1, counts[1] + (right == total), counts[2] + right, counts[3] + total]
+    return {anchor: {"crops": c, "crops_named_right": a, "vertebrae": t, "named_right": r}
+            for anchor, (c, a, r, t) in totals.items()}
 
 
 def tptbox_l3(model, data: Path = SHARED_DATA) -> dict:
@@ -112,6 +139,7 @@ def tptbox_l3(model, data: Path = SHARED_DATA) -> dict:
 def measure(name_or_path) -> dict:
     model = load_model(name_or_path)
     figures = {"held_out_phantoms": held_out_phantoms(model),
+               "held_out_phantom_lumbar_crops": phantom_lumbar_crops(model),
                "held_out_phantoms_with_hip_replacements": held_out_phantoms(model, hip_replacement_probability=1.0)}
     trained_share = labelled_share_of(model.card.get("training", {}).get("configuration", {}))
     if trained_share != GEOMETRIC_SHARE:  # also against labels drawn as the model learnt them

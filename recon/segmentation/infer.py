@@ -54,7 +54,7 @@ def segment(volume: Volume, *, model: Model | str | None = None) -> LabelMap:
     present = set(np.unique(labels).tolist()) - {0}
     names = {ids[c]: model.labels[c] for c in ids if ids[c] in present}
     confidence = {ids[c]: value for c, value in levels.confidence.items() if ids[c] in present}
-    anchor = level_anchor(placed, model.labels, levels.confidence, model.spacing_mm)
+    anchor = level_anchor(placed, model.labels, model.spacing_mm)
     return LabelMap(volume.grid, labels, names, confidence, anchor)
 
 
