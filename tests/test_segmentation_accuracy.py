@@ -10,7 +10,8 @@ from recon.cli import main
 from recon.io.images import write_image
 from recon.io.labels import read_label_map
 from recon.io.loading import load_ct
-from recon.segmentation.accuracy import held_out_phantoms, lumbar_crop, totalsegmentator_example, tptbox_l3
+from recon.segmentation.accuracy import (HELD_OUT_SEED_BASE, held_out_phantoms, lumbar_crop, phantom_lumbar_crops,
+                                         totalsegmentator_example, tptbox_l3)
 from recon.segmentation.model import load_model
 from tests.conftest import SHARED_DATA, shared_path
 
@@ -96,6 +97,12 @@ def test_a_narrow_crop_of_the_real_lumbar_spine_shows_no_pelvic_bone_the_referen
     assert sum(name.startswith("vertebrae_") for name in found) >= 2  # the vertebrae stay
     assert {entry["counted_from"] for entry in written.values() if isinstance(entry, dict)} == {anchor}
     assert ("WARNING: vertebra levels counted without" in capsys.readouterr().out) == (anchor == "none")
+
+
+def test_spine_centred_crops_of_held_out_phantoms_counted_from_the_lumbosacral_junction_are_named_right(model):
+    crops = phantom_lumbar_crops(model, seeds=range(HELD_OUT_SEED_BASE, HELD_OUT_SEED_BASE + 2))
+    assert crops["sacrum"]["crops"] == 4 and crops["sacrum"]["named_right"] == crops["sacrum"]["vertebrae"] == 7
+    assert crops["none"]["named_right"] >= 16 - 2  # 16 of 34 when measured: without the junction, a guess
 
 
 def test_held_out_phantoms_hold_their_measured_dice(model):
