@@ -24,8 +24,8 @@ import numpy as np
 from scipy import ndimage
 
 from recon.anatomy import VERTEBRAE
+from recon.segmentation.levels import CONNECTED
 
-CONNECTED = ndimage.generate_binary_structure(3, 3)
 HIGHEST_LEVEL = {"femur_left": "vertebrae_L5", "femur_right": "vertebrae_L5", "sacrum": "vertebrae_L4",
                  "hip_left": "vertebrae_L3", "hip_right": "vertebrae_L3"}
 
