@@ -524,6 +524,36 @@ def test_a_tight_crop_repeats_its_edge_voxels_to_the_patch_size_labels_alike():
         assert np.all(np.take(np.diff(target, axis=axis), steps, axis=axis) == 0)
 
 
+def test_a_spine_crop_is_a_box_round_the_vertebrae_padded_with_its_edge_voxels():
+    from recon.segmentation.train import spine_classes, training_crop
+
+    config = default_config()
+    config["augment"].update(spine_crop_probability=1.0, spine_crop_across_voxels=[12.0, 16.0],
+                             spine_crop_jitter_voxels=0.0, tight_crop_min_voxels=8, truncate_probability=0.0,
+                             scale_probability=0.0)
+    config["patch_voxels"] = [56, 56, 64]  # most of the phantom: vertebrae in view
+    phantom = make_phantom(5, shape=(64, 64, 72), spacing_mm=(4.0, 4.0, 4.0))
+    boxes = 0
+    for seed in range(6):
+        image, target = training_crop(phantom.ct.hu.astype(np.float32), phantom.labels.labels, config,
+                                      np.random.default_rng(seed))
+        vertebrae = np.isin(target, spine_classes(config))
+        if not vertebrae.any():
+            continue
+        changing = [np.flatnonzero(np.any(np.diff(image, axis=a) != 0, axis=tuple({0, 1, 2} - {a})))
+                    for a in range(3)]
+        box = [(c.min(), c.max() + 2) for c in changing]  # the voxels that differ from their neighbours
+        inside = vertebrae[tuple(slice(*b) for b in box)]
+        for axis in (0, 1):
+            assert 12 * 0.9 - 1 <= box[axis][1] - box[axis][0] <= 16 * 1.1 + 1
+            centre = np.nonzero(inside)[axis].mean() / (box[axis][1] - box[axis][0] - 1)
+            if 0 < box[axis][0] and box[axis][1] < image.shape[axis]:  # a box the patch's edge does not stop
+                assert 0.25 <= centre <= 0.75  # has the vertebrae in view round its middle
+        assert box[2][1] - box[2][0] >= 8
+        boxes += 1
+    assert boxes >= 3
+
+
 def test_a_scan_smaller_than_a_window_is_padded_with_its_own_edge_voxels_not_air():
     from recon.segmentation.window import predict_scores
 

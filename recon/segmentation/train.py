@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from scipy import ndimage
 
 from recon import __version__
-from recon.anatomy import BONES, LABEL_IDS, OTHER_BONE
+from recon.anatomy import BONES, LABEL_IDS, OTHER_BONE, is_vertebra
 from recon.errors import InputError
 from recon.io.atomic import atomic_path
 from recon.phantom import make_phantom
@@ -252,7 +252,7 @@ def training_crop(hu: np.ndarray, labels: np.ndarray, config: dict, rng: np.rand
         image = _marrow_variation(image, target, augment, rng)
     image = _augment_intensity(image, augment, rng)
     target = _truncate_field_of_view(image, target, augment, rng)
-    image, target = _tight_crop(image, target, augment, rng)
+    image, target = _tight_crop(image, target, augment, rng, spine_classes(config))
     return normalise(image, config["intensity"]), target.astype(np.int64)
 
 
@@ -368,18 +368,43 @@ def _truncate_field_of_view(image: np.ndarray, target: np.ndarray, augment: dict
     return target
 
 
-def _tight_crop(image: np.ndarray, target: np.ndarray, augment: dict, rng: np.random.Generator):
-    """At times, only a box of the patch (``tight_crop_min_voxels`` to the full patch along each axis) holds
-    the scan and the rest repeats the box's edge voxels, labels too: what sliding-window inference shows the
-    network of a scan smaller than a window (a crop round one vertebra, a short lumbar series), since it pads
-    such a scan by repeating its edges (``window.predict_scores``)."""
-    if rng.uniform() >= augment.get("tight_crop_probability", 0.0):
+def _tight_crop(image: np.ndarray, target: np.ndarray, augment: dict, rng: np.random.Generator,
+                spine: list[int]):
+    """At times, only a box of the patch holds the scan and the rest repeats the box's edge voxels, labels too:
+    what sliding-window inference shows the network of a scan smaller than a window (a crop round one vertebra,
+    a short lumbar series), since it pads such a scan by repeating its edges (``window.predict_scores``). The
+    box is a spine protocol's field of view (``_spine_box``) with ``spine_crop_probability``, or else a random
+    one (``tight_crop_min_voxels`` to the full patch along each axis) with ``tight_crop_probability``."""
+    draw, on_spine = rng.uniform(), augment.get("spine_crop_probability", 0.0)
+    n, vertebrae = np.asarray(image.shape), np.isin(target, spine)
+    if draw < on_spine and vertebrae.any():
+        start, size = _spine_box(vertebrae, augment, rng)
+    elif on_spine <= draw < on_spine + augment.get("tight_crop_probability", 0.0):
+        size = np.array([rng.integers(min(augment["tight_crop_min_voxels"], m), m + 1) for m in n])
+        start = np.array([rng.integers(0, m - w + 1) for m, w in zip(n, size)])
+    else:
         return image, target
-    n = np.asarray(image.shape)
-    size = np.array([rng.integers(min(augment["tight_crop_min_voxels"], m), m + 1) for m in n])
-    start = np.array([rng.integers(0, m - w + 1) for m, w in zip(n, size)])
     index = np.ix_(*[np.clip(np.arange(m), s, s + w - 1) for m, s, w in zip(n, start, size)])
     return image[index], target[index]
+
+
+def _spine_box(spine: np.ndarray, augment: dict, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A box centred on the vertebrae in the patch (give or take ``spine_crop_jitter_voxels``), as wide and deep
+    as ``spine_crop_across_voxels`` draws and ``tight_crop_min_voxels`` to the full patch tall, anywhere along the
+    spine: a lumbar series or a crop round a few vertebrae, with or without the sacrum or the ribs in view."""
+    n = np.asarray(spine.shape)
+    across = rng.uniform(*augment["spine_crop_across_voxels"]) * rng.uniform(0.9, 1.1, 2)
+    size = np.minimum(np.append(across, rng.integers(min(augment["tight_crop_min_voxels"], n[2]), n[2] + 1)),
+                      n).round().astype(int)
+    centre = np.array([a.mean() for a in np.nonzero(spine)[:2]]) + rng.normal(
+        0.0, augment["spine_crop_jitter_voxels"], 2)
+    start = np.append(np.round(centre - size[:2] / 2), rng.integers(0, n[2] - size[2] + 1))
+    return np.clip(start, 0, n - size).astype(int), size
+
+
+def spine_classes(config: dict) -> list[int]:
+    """The classes of a run that are vertebrae."""
+    return [c for c, name in enumerate(labels_for(config)) if is_vertebra(name)]
 
 
 def _validation_phantom(config: dict, number: int) -> tuple[np.ndarray, np.ndarray]:
