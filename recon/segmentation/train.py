@@ -376,8 +376,8 @@ def _tight_crop(image: np.ndarray, target: np.ndarray, augment: dict, rng: np.ra
     box is a spine protocol's field of view (``_spine_box``) with ``spine_crop_probability``, or else a random
     one (``tight_crop_min_voxels`` to the full patch along each axis) with ``tight_crop_probability``."""
     draw, on_spine = rng.uniform(), augment.get("spine_crop_probability", 0.0)
-    n, vertebrae = np.asarray(image.shape), np.isin(target, spine)
-    if draw < on_spine and vertebrae.any():
+    n = np.asarray(image.shape)
+    if draw < on_spine and (vertebrae := np.isin(target, spine)).any():
         start, size = _spine_box(vertebrae, augment, rng)
     elif on_spine <= draw < on_spine + augment.get("tight_crop_probability", 0.0):
         size = np.array([rng.integers(min(augment["tight_crop_min_voxels"], m), m + 1) for m in n])
