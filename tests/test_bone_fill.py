@@ -3,7 +3,7 @@
 import numpy as np
 
 from recon.segmentation.bone_fill import (
-    ALL_PLANES, BONE_HU, MIN_BONE_SCORE, PLANES_ALONG_THE_SPINE, REACH_MM, fill_bone, fill_enclosed)
+    ALL_PLANES, BONE_HU, ENCLOSING_HU, MIN_BONE_SCORE, PLANES_ALONG_THE_SPINE, REACH_MM, fill_bone, fill_enclosed)
 
 SPACING = 3.0
 SOFT_HU, CORTEX_HU, MARROW_HU = 40.0, 600.0, -20.0
@@ -57,6 +57,21 @@ def test_bright_tissue_and_enclosed_spaces_the_network_calls_background_with_cer
     hu[10:20, 7:10, 10:20] = SOFT_HU  # a canal inside the bone, as a vertebral arch encloses in axial slices
     score[10:20, 7:10, 10:20] = 0.0
     assert not fill_bone(classes, hu, score, SPACING)[10:20, 9, 10:20].any()
+
+
+def test_dim_bone_joins_but_only_a_cortex_bright_enough_encloses_marrow():
+    """A ring between ``BONE_HU`` and ``ENCLOSING_HU`` (a vertebral arch blurred at 3 mm, or an older patient's
+    cancellous bone) is bone, but what it encloses (a spinal canal) is not marrow; inside cortex it is."""
+    hu = np.full((30, 30, 30), SOFT_HU, np.float32)
+    hu[5:25, 5:25, 5:25] = (BONE_HU + ENCLOSING_HU) / 2
+    hu[12:18, 12:18, 5:25] = SOFT_HU  # a canal through it, from the bottom slice to the top
+    classes = np.zeros(hu.shape, np.uint8)
+    classes[:, :, 14:16][hu[:, :, 14:16] > BONE_HU] = 5  # the ring, in slices within reach of 10:20
+    score = np.full(hu.shape, 2 * MIN_BONE_SCORE, np.float32)  # the network unsure everywhere
+    dim = fill_bone(classes, hu, score, SPACING)[:, :, 10:20]
+    assert np.all(dim[hu[:, :, 10:20] > BONE_HU] == 5) and not dim[12:18, 12:18].any()
+    hu[hu > BONE_HU] = CORTEX_HU
+    assert np.all(fill_bone(classes, hu, score, SPACING)[12:18, 12:18, 14:16] == 5)
 
 
 def test_bone_out_of_reach_of_every_label_stays_background():

@@ -19,41 +19,41 @@ SLACK = 0.02  # Dice may move this much with library versions before a change co
 
 # measured with models/bone3mm and the post-processing as it is now (see its model.json)
 PINNED_TOTALSEG = {
-    "femur_left": 0.5467,
-    "femur_right": 0.8239,
-    "hip_left": 0.8507,
-    "hip_right": 0.8762,
-    "sacrum": 0.6799,
-    "vertebrae_L1": 0.783,
-    "vertebrae_L2": 0.8619,
-    "vertebrae_L3": 0.8626,
-    "vertebrae_L4": 0.8897,
-    "vertebrae_L5": 0.863,
-    "vertebrae_T11": 0.4096,
-    "vertebrae_T12": 0.5384,
+    "femur_left": 0.5534,
+    "femur_right": 0.8378,
+    "hip_left": 0.865,
+    "hip_right": 0.8826,
+    "sacrum": 0.6895,
+    "vertebrae_L1": 0.8146,
+    "vertebrae_L2": 0.8709,
+    "vertebrae_L3": 0.8764,
+    "vertebrae_L4": 0.8947,
+    "vertebrae_L5": 0.8635,
+    "vertebrae_T11": 0.3791,
+    "vertebrae_T12": 0.583,
 }
 PINNED_NAMED_RIGHT = ("vertebrae_T11", "vertebrae_T12", "vertebrae_L1", "vertebrae_L2", "vertebrae_L3",
                       "vertebrae_L4", "vertebrae_L5")  # named right on the real CT
-PINNED_TPTBOX_L3 = 0.2827  # real/tptbox-l3 ("L3" is L4 and the lower third of L3: the network is a level high)
+PINNED_TPTBOX_L3 = 0.279  # real/tptbox-l3 ("L3" is L4 and the lower third of L3: the network is a level high)
 PELVIC_BONES = {"sacrum", "hip_left", "hip_right", "femur_left", "femur_right"}
 PINNED_PHANTOM_WORST = {
-    "femur_left": 0.9326,
-    "femur_right": 0.9458,
-    "hip_left": 0.8028,
-    "hip_right": 0.7816,
-    "sacrum": 0.8203,
-    "vertebrae_T12": 0.3064,
-    "vertebrae_L1": 0.8416,
-    "vertebrae_L2": 0.8765,
-    "vertebrae_L3": 0.8688,
-    "vertebrae_L4": 0.8599,
-    "vertebrae_L5": 0.8701,
+    "femur_left": 0.9304,
+    "femur_right": 0.9421,
+    "hip_left": 0.8015,
+    "hip_right": 0.7821,
+    "sacrum": 0.8115,
+    "vertebrae_T12": 0.3129,
+    "vertebrae_L1": 0.8299,
+    "vertebrae_L2": 0.8645,
+    "vertebrae_L3": 0.851,
+    "vertebrae_L4": 0.8499,
+    "vertebrae_L5": 0.8632,
 }
 PINNED_HIP_REPLACEMENT_WORST = {
-    "femur_left": 0.8704,
-    "femur_right": 0.9094,
-    "hip_left": 0.8028,
-    "hip_right": 0.7817,
+    "femur_left": 0.8689,
+    "femur_right": 0.9068,
+    "hip_left": 0.8015,
+    "hip_right": 0.7821,
 }
 
 
