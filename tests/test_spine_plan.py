@@ -15,7 +15,7 @@ from recon.io.labels import read_label_map
 from recon.plan.accuracy import screw_errors, summarize
 from recon.plan.implants import ScrewCatalogue, load_screw_catalogue
 from recon.plan.safety import gertzbein_robbins_grade, screw_safety, segment_distance
-from recon.plan.pedicle import Pedicle, _outline
+from recon.plan.pedicle import Pedicle, _first_axis, _outline
 from recon.plan.spine import Screw, SpinePlan, _fitting_screw, _Trajectory, _unusual_angles, plan_spine
 from recon.plan.vertebra import VertebraBone
 from tests.conftest import shared_path
@@ -214,3 +214,22 @@ def test_a_pedicle_section_with_a_zero_chord_has_no_outline_rather_than_failing(
     # a zero chord (seen on a small phantom's segmentation) must leave that pedicle unplanned, not stop the
     # whole study (it did: argmax of an empty sequence)
     assert _outline(None, (np.zeros(3), 0.0, 6.0), np.array([0.0, -1.0, 0.0]), None) is None
+
+
+def test_the_first_guess_sits_in_the_pedicle_not_in_the_articular_process_above_it():
+    # on network labels at 3 mm a superior articular process often stands on the pedicle in the view from above;
+    # the first guess once took the middle height of both, above the pedicle, and the corridor ran off steeply
+    corner = np.array([-30.0, -35.0, -20.0])
+    x, y, z = (corner[:, None, None, None] + SPACING * np.indices((81, 87, 67))).astype(np.float32)
+
+    def box(x_range, y_range, z_range):
+        return ((x_range[0] <= np.abs(x)) & (np.abs(x) <= x_range[1]) & (y_range[0] <= y) & (y <= y_range[1])
+                & (z_range[0] <= z) & (z <= z_range[1]))
+
+    occupancy = (box((0, 20), (-30, 0), (0, 12)) | box((8, 14), (0, 24), (0, 5)) | box((0, 14), (18, 24), (0, 5))
+                 | box((8, 14), (4, 14), (5, 25))).astype(np.float32)  # body, pedicles, lamina, articular pillars
+    bone = VertebraBone(np.zeros(3), np.eye(3), corner, SPACING, occupancy, np.array([0.0, 10.0]), 0.0)
+    for side in (1.0, -1.0):
+        start, axis = _first_axis(bone, side)
+        assert abs(start[2] - 2.5) <= 1.0 and 8.0 <= side * start[0] <= 14.0  # mid-pedicle
+        assert axis @ [0.0, -1.0, 0.0] >= 0.99

@@ -1,18 +1,20 @@
 """The pedicle's axis and its isthmus (narrowest cross-section).
 
-A first guess comes from the view from above: lateral to the canal, the pedicle is the bony run between
-canal and outside, and the centres of those runs line up along it. The axis is then the line that keeps
-deepest inside the bone over 12 mm around that guess (the axis of the widest cylinder the pedicle holds),
-and that is still in bone 8-20 mm ahead (a pedicle leads into the body; at 3 mm the pedicle and the
-transverse process can merge into one slab whose deepest line runs sideways), found by Nelder-Mead over
-the line's offset and direction from three starting headings, then straightened onto the middles of the
-pedicle's cross-sections (the centres of the ellipses fitted to their outlines, which voxel steps move far
-less than the middles of single chords). The isthmus centre is where that line crosses the first guess's
-level (mid-pedicle); its width and height are those of the ellipse fitted to the pedicle's outline in each
-cross-section (rays every 10 degrees, each to a twentieth of a millimetre), the median over 6 mm of the
-line: a fit over the whole outline averages out the voxel steps that make single chords ragged.
-A cross-section whose left-right chord is longer than 1.5 times the diameter of the widest cylinder that
-fits at its centre has run on into a process and is left out; where all are, that diameter is the width.
+A first guess comes from the view from above the pedicle's slab (the axial slices in which bone flanks the
+front half of the canal, leaving out the articular processes that stand above and below it): lateral to the
+canal, the pedicle is the bony run between canal and outside, and the centres of those runs line up along it.
+The axis is then the line that keeps deepest inside the bone over 12 mm around that guess (the axis of the
+widest cylinder the pedicle holds), and that is still in bone 8-20 mm ahead (a pedicle leads into the body; at
+3 mm the pedicle and the transverse process can merge into one slab whose deepest line runs sideways), found
+by Nelder-Mead over the line's offset and direction from three starting headings, then straightened onto the
+middles of the pedicle's cross-sections (the centres of the ellipses fitted to their outlines, which voxel
+steps move far less than the middles of single chords).
+The isthmus centre is where that line crosses the first guess's level (mid-pedicle); its width and height are
+those of the ellipse fitted to the pedicle's outline in each cross-section (rays every 10 degrees, each to a
+twentieth of a millimetre), the median over 6 mm of the line: a fit over the whole outline averages out the
+voxel steps that make single chords ragged. A cross-section whose left-right chord is longer than 1.5 times
+the diameter of the widest cylinder that fits at its centre has run on into a process and is left out; where
+all are, that diameter is the width.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import optimize
+from scipy import ndimage, optimize
 
 from recon.plan.vertebra import VertebraBone, VertebraError
 
@@ -31,6 +33,7 @@ ISTHMUS_HALF_MM = 3.0  # the isthmus width is the median over this much on eithe
 CHORD_STEP_MM = 0.05
 COARSE_STEPS = 5  # surfaces are first bracketed every this many chord steps
 MIN_CANAL_HALF_MM = 4.0  # the canal is wider than 8 mm where pedicles flank it
+PEDICLE_ROW_SHARE = 0.75  # a slice through the pedicle has bone beside the canal's front half in this share of rows
 CORRIDOR_HALF_MM = 6.0  # the stretch of the line, either side of the first guess, kept deep in bone
 FIELD_HALF_MM = 20.0
 AHEAD_MM = (8.0, 20.0)  # a pedicle leads into the body: this far ahead of the first guess, the line is in bone
@@ -190,37 +193,54 @@ def _outside(bone: VertebraBone, start_local: np.ndarray, directions: np.ndarray
 
 
 def _first_axis(bone: VertebraBone, side: float) -> tuple[np.ndarray, np.ndarray]:
-    """From the view from above: the centres of the bony runs just lateral to the front half of the canal,
-    row by row, fitted by a line."""
+    """From the view from above the pedicle's slab (``_pedicle_slab``): the centres of the bony runs just
+    lateral to the front half of the canal, row by row, fitted by a line."""
     inside = bone.occupancy >= 0.5
-    projection = inside.any(axis=2)
     h, corner = bone.spacing_mm, bone.corner_local_mm
     canal_x, canal_y = bone.canal_local_mm
     start_column = int(round((canal_x - corner[0]) / h))
-    front_row = int(round((bone.canal_front_y_mm - corner[1]) / h))
-    back_row = int(round((canal_y - corner[1]) / h))  # pedicles flank the front half of the canal
+    front_row = max(int(round((bone.canal_front_y_mm - corner[1]) / h)), 0)
+    back_row = min(int(round((canal_y - corner[1]) / h)), inside.shape[1] - 1)  # pedicles flank the canal's front
     step = 1 if side > 0 else -1
-    rows, centres = [], []
-    for row in range(max(front_row, 0), min(back_row, projection.shape[1] - 1) + 1):
-        line = projection[start_column::step, row]
-        bony = np.flatnonzero(line)
-        if not bony.size or bony[0] * h < MIN_CANAL_HALF_MM:  # no bone beside the canal, or not a canal here
-            continue
-        first = bony[0]
-        gaps = np.flatnonzero(~line[first:])
-        last = first + (gaps[0] if gaps.size else line.size - first) - 1
-        rows.append(row)
-        centres.append(corner[0] + h * (start_column + step * (first + last) / 2))
+    rows = np.arange(front_row, back_row + 1)
+    slab = _pedicle_slab(inside, start_column, step, rows, h)
+    found = [_run_beside_canal(inside[start_column::step, row, slab].any(axis=1), h) for row in rows]
+    rows = np.array([row for row, run in zip(rows, found) if run is not None])
     if len(rows) < 3:
         raise VertebraError("no pedicle found beside the canal")
-    rows, centres = np.array(rows), np.array(centres)
+    centres = np.array([corner[0] + h * (start_column + step * (run[0] + run[1]) / 2) for run in found if run])
     middle = len(rows) // 2
     slope = np.polyfit(corner[1] + h * rows, centres, 1)[0]
     axis = -np.array([slope, 1.0, 0.0]) / np.hypot(slope, 1.0)
     column = int(round((centres[middle] - corner[0]) / h))
-    heights = np.flatnonzero(inside[column, rows[middle], :])
-    z = corner[2] + h * (heights.mean() if heights.size else (inside.shape[2] - 1) / 2)
+    heights = slab.start + np.flatnonzero(inside[column, rows[middle], slab])
+    z = corner[2] + h * (heights.mean() if heights.size else (slab.start + slab.stop - 1) / 2)
     return np.array([centres[middle], corner[1] + h * rows[middle], z]), axis
+
+
+def _run_beside_canal(line: np.ndarray, h: float) -> tuple[int, int] | None:
+    """The first and last voxel of the first bony run along ``line`` (outward from the canal's middle), or
+    None where there is no bone, or bone closer than MIN_CANAL_HALF_MM (no canal there)."""
+    bony = np.flatnonzero(line)
+    if not bony.size or bony[0] * h < MIN_CANAL_HALF_MM:
+        return None
+    gaps = np.flatnonzero(~line[bony[0]:])
+    return int(bony[0]), int(bony[0] + (gaps[0] if gaps.size else line.size - bony[0]) - 1)
+
+
+def _pedicle_slab(inside: np.ndarray, start_column: int, step: int, rows: np.ndarray, h: float) -> slice:
+    """The axial slices where the pedicle is: the tallest run of slices in which bone lies beside the canal in
+    at least PEDICLE_ROW_SHARE of the rows flanking its front half (above and below it the articular processes
+    stand apart from the body). All slices when there is no such run."""
+    beside = np.array([np.mean([_run_beside_canal(inside[start_column::step, row, k], h) is not None
+                                for row in rows]) >= PEDICLE_ROW_SHARE if rows.size else False
+                       for k in range(inside.shape[2])])
+    runs, count = ndimage.label(beside)
+    if not count:
+        return slice(0, inside.shape[2])
+    tallest = 1 + int(np.argmax(ndimage.sum_labels(beside, runs, index=np.arange(1, count + 1))))
+    slices = np.flatnonzero(runs == tallest)
+    return slice(int(slices[0]), int(slices[-1]) + 1)
 
 
 def _section(bone: VertebraBone, point: np.ndarray, axis: np.ndarray):
