@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import astuple
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,12 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recon.cli import main
-from recon.geometry import angle_between_deg
+from recon.geometry import Grid, angle_between_deg
 from recon.io.labels import read_label_map
 from recon.phantom import make_phantom
 from recon.plan import cup_angles
-from recon.plan.hip import HipPlan, plan_hip
-from recon.plan.pelvis import frame_from_landmarks
+from recon.plan.hip import HipPlan, _comparison, plan_hip
+from recon.plan.pelvis import PelvisFrame, frame_from_landmarks
 from recon.volume import LabelMap
 from tests.conftest import shared_path
 
@@ -95,6 +96,22 @@ def test_missing_hip_bone_is_not_plannable_with_the_reason(phantom_plan):
     plan = plan_hip(LabelMap(labels.grid, labels.labels, names))
     assert all(cup.status == "not_plannable" and "missing" in cup.reason and "hip_right" in cup.reason
                for cup in plan.sides)
+
+
+def test_leg_length_is_left_out_where_the_femur_label_has_a_gap_at_the_lesser_trochanter():
+    # a network's femur label can stop below the neck and go on lower down: the leg-length comparison, which
+    # looks for the lesser trochanter 20-80 mm below the head, once crashed the whole plan on such a label
+    grid = Grid((30, 10, 100), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))
+    labels = np.zeros(grid.shape, np.uint8)
+    for index, column in ((1, 20), (2, 5)):  # femur_left (patient left is +x), femur_right
+        labels[column:column + 4, 3:7, 88:96] = index  # the head and neck, about z = 190 mm
+        labels[column:column + 4, 3:7, 0:25] = index  # the shaft 140-190 mm below the head, nothing between
+    heads = {side: (SimpleNamespace(center_lps_mm=np.array([x, 10.0, 190.0])), None)
+             for side, x in (("left", 43.0), ("right", 13.0))}
+    frame = PelvisFrame(np.array([1.0, 0.0, 0.0]), np.array([0.0, -1.0, 0.0]), np.array([0.0, 0.0, 1.0]), {})
+    comparison = _comparison(LabelMap(grid, labels, {1: "femur_left", 2: "femur_right"}),
+                             {"femur_left": 1, "femur_right": 2}, heads, frame)
+    assert "lesser trochanter" in comparison["reason"]
 
 
 def test_real_pelvis_at_3_mm():

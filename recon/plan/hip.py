@@ -181,6 +181,10 @@ def _comparison(labels: LabelMap, ids: dict[str, int], joints: dict, frame: Pelv
         direction = np.linalg.svd(shaft - centre, full_matrices=False)[2][0]
         offset = np.cross(head.center_lps_mm - centre, direction)
         band = points[(below > LESSER_TROCHANTER_BAND_MM[0]) & (below < LESSER_TROCHANTER_BAND_MM[1])]
+        if not len(band):  # the label has a gap there (a network's label of a femur may)
+            low, high = LESSER_TROCHANTER_BAND_MM
+            return {"reason": f"the {side} femur's label has no bone {low:g}-{high:g} mm below its head, where the "
+                              "lesser trochanter lies: no leg length and offset"}
         from_axis = band - centre - np.outer((band - centre) @ direction, direction)
         medial = -SIDES[side] * frame.left
         trochanter = band[np.argmax(from_axis @ medial)]
