@@ -130,6 +130,8 @@ def summarize_cups(rows: list[dict]) -> dict:
     figures = ("head_center_mm", "head_radius_mm", "acetabulum_radius_mm", "app_deg", "inclination_in_true_app_deg",
                "anteversion_in_true_app_deg")
     return {"sides": len(rows), "planned": len(planned),
+            **{f"{name}_abs_median": float(np.median(np.abs([row[name] for row in planned])))
+               for name in figures if planned},
             **{f"{name}_abs_max": float(np.max(np.abs([row[name] for row in planned]))) for name in figures if planned}}
 
 
