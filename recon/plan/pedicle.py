@@ -203,12 +203,14 @@ def _first_axis(bone: VertebraBone, side: float) -> tuple[np.ndarray, np.ndarray
     back_row = min(int(round((canal_y - corner[1]) / h)), inside.shape[1] - 1)  # pedicles flank the canal's front
     step = 1 if side > 0 else -1
     rows = np.arange(front_row, back_row + 1)
+    if rows.size < 3:
+        raise VertebraError("no pedicle found beside the canal")
     slab = _pedicle_slab(inside, start_column, step, rows, h)
     found = [_run_beside_canal(inside[start_column::step, row, slab].any(axis=1), h) for row in rows]
     rows = np.array([row for row, run in zip(rows, found) if run is not None])
     if len(rows) < 3:
         raise VertebraError("no pedicle found beside the canal")
-    centres = np.array([corner[0] + h * (start_column + step * (run[0] + run[1]) / 2) for run in found if run])
+    centres = np.array([corner[0] + h * (start_column + step * (run[0] + run[1]) / 2) for run in found if run is not None])
     middle = len(rows) // 2
     slope = np.polyfit(corner[1] + h * rows, centres, 1)[0]
     axis = -np.array([slope, 1.0, 0.0]) / np.hypot(slope, 1.0)
@@ -233,8 +235,7 @@ def _pedicle_slab(inside: np.ndarray, start_column: int, step: int, rows: np.nda
     at least PEDICLE_ROW_SHARE of the rows flanking its front half (above and below it the articular processes
     stand apart from the body). All slices when there is no such run."""
     beside = np.array([np.mean([_run_beside_canal(inside[start_column::step, row, k], h) is not None
-                                for row in rows]) >= PEDICLE_ROW_SHARE if rows.size else False
-                       for k in range(inside.shape[2])])
+                                for row in rows]) >= PEDICLE_ROW_SHARE for k in range(inside.shape[2])])
     runs, count = ndimage.label(beside)
     if not count:
         return slice(0, inside.shape[2])
