@@ -98,6 +98,20 @@ def test_missing_hip_bone_is_not_plannable_with_the_reason(phantom_plan):
                for cup in plan.sides)
 
 
+def test_a_hip_bone_label_without_its_wing_is_refused_rather_than_planned_on_a_wrong_pelvic_plane(phantom_plan):
+    # on a network's labels of a phantom the right hip bone took the femoral head and the spine was found on
+    # the pubis: the pelvic plane came out 32 degrees off and the left cup was planned 29 degrees off, unwarned
+    phantom, _ = phantom_plan
+    labels = phantom.labels
+    hip = {name: index for index, name in labels.names.items()}["hip_right"]
+    head = np.asarray(phantom.truth["hips"]["right"]["femoral_head_center_lps_mm"])
+    cells = np.argwhere(labels.labels == hip)
+    wingless = labels.labels.copy()
+    wingless[tuple(cells[labels.grid.index_to_lps(cells)[:, 2] > head[2] + 20.0].T)] = 0
+    plan = plan_hip(LabelMap(labels.grid, wingless, labels.names))
+    assert all(cup.status == "not_plannable" and "spine and pubic tubercle" in cup.reason for cup in plan.sides)
+
+
 def test_leg_length_is_left_out_where_the_femur_label_has_a_gap_at_the_lesser_trochanter():
     # a network's femur label can stop below the neck and go on lower down: the leg-length comparison, which
     # looks for the lesser trochanter 20-80 mm below the head, once crashed the whole plan on such a label

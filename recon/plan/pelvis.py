@@ -6,7 +6,9 @@ the points lying on the first sphere. The APP is the plane touching the front of
 superior iliac spines (ASIS) and both pubic tubercles: seen from the side along the line joining the hip
 centres, it is the edge of the pelvis's convex outline that bridges the part above the hip centres (the
 spines) and the part below (the pubis); each landmark is the point of its side and region that lies farthest
-forward across that edge, and the plane is refitted to the four.
+forward across that edge, and the plane is refitted to the four. A spine and tubercle of one side farther
+apart or closer together than the inguinal ligament that joins them ever is (``INGUINAL_MM``) were found on
+something other than a whole hip bone, and the plane is refused.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ ON_SPHERE_MM = 1.5
 SOCKET_REACH_MM = 5.0  # the acetabulum lies within the joint space (a few mm) outside the head
 SPHERE_ROUNDS = 3
 MIN_SURFACE_POINTS = 30
+INGUINAL_MM = (80.0, 180.0)  # ASIS to pubic tubercle, the inguinal ligament: about 10-17 cm in adults
 
 
 class PelvisError(ValueError):
@@ -110,6 +113,11 @@ def pelvis_frame(hip_points: dict[str, np.ndarray], centers: dict[str, np.ndarra
         reach = (points - middle) @ anterior
         landmarks[f"asis_{side}"] = points[np.argmax(np.where(height > 0, reach, -np.inf))]
         landmarks[f"pubic_tubercle_{side}"] = points[np.argmax(np.where(height < 0, reach, -np.inf))]
+        span = float(np.linalg.norm(landmarks[f"asis_{side}"] - landmarks[f"pubic_tubercle_{side}"]))
+        if not INGUINAL_MM[0] <= span <= INGUINAL_MM[1]:
+            raise PelvisError(f"the {side} hip bone's anterior superior iliac spine and pubic tubercle were found "
+                              f"{span:.0f} mm apart, not {INGUINAL_MM[0]:g}-{INGUINAL_MM[1]:g} mm: the label is not a "
+                              "whole hip bone (or holds another bone); check it")
     return _frame_on(landmarks, anterior)
 
 
