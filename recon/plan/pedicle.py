@@ -210,7 +210,8 @@ def _first_axis(bone: VertebraBone, side: float) -> tuple[np.ndarray, np.ndarray
     rows = np.array([row for row, run in zip(rows, found) if run is not None])
     if len(rows) < 3:
         raise VertebraError("no pedicle found beside the canal")
-    centres = np.array([corner[0] + h * (start_column + step * (run[0] + run[1]) / 2) for run in found if run is not None])
+    centres = np.array([corner[0] + h * (start_column + step * (run[0] + run[1]) / 2)
+                        for run in found if run is not None])
     middle = len(rows) // 2
     slope = np.polyfit(corner[1] + h * rows, centres, 1)[0]
     axis = -np.array([slope, 1.0, 0.0]) / np.hypot(slope, 1.0)
