@@ -203,15 +203,15 @@ def _first_axis(bone: VertebraBone, side: float) -> tuple[np.ndarray, np.ndarray
     back_row = min(int(round((canal_y - corner[1]) / h)), inside.shape[1] - 1)  # pedicles flank the canal's front
     step = 1 if side > 0 else -1
     rows = np.arange(front_row, back_row + 1)
-    if rows.size < 3:
+    kept = []
+    if rows.size >= 3:  # fewer rows than that: no canal front to flank
+        slab = _pedicle_slab(inside, start_column, step, rows, h)
+        runs = [(row, _run_beside_canal(inside[start_column::step, row, slab].any(axis=1), h)) for row in rows]
+        kept = [(row, run) for row, run in runs if run is not None]
+    if len(kept) < 3:
         raise VertebraError("no pedicle found beside the canal")
-    slab = _pedicle_slab(inside, start_column, step, rows, h)
-    found = [_run_beside_canal(inside[start_column::step, row, slab].any(axis=1), h) for row in rows]
-    rows = np.array([row for row, run in zip(rows, found) if run is not None])
-    if len(rows) < 3:
-        raise VertebraError("no pedicle found beside the canal")
-    centres = np.array([corner[0] + h * (start_column + step * (run[0] + run[1]) / 2)
-                        for run in found if run is not None])
+    rows = np.array([row for row, _ in kept])
+    centres = np.array([corner[0] + h * (start_column + step * (first + last) / 2) for _, (first, last) in kept])
     middle = len(rows) // 2
     slope = np.polyfit(corner[1] + h * rows, centres, 1)[0]
     axis = -np.array([slope, 1.0, 0.0]) / np.hypot(slope, 1.0)
