@@ -476,7 +476,7 @@ def _plan_hip(args: argparse.Namespace) -> int:
         if cup.status == "planned":
             print(f"{cup.side}: cup {cup.cup_diameter_mm:g} mm, inclination {cup.inclination_deg:g}, anteversion "
                   f"{cup.anteversion_deg:g} deg, coverage {cup.coverage_pct:.0f}%, head radius "
-                  f"{cup.femoral_head_radius_mm:.1f} mm")
+                  f"{cup.femoral_head_radius_mm:.1f} mm (fitted to the {cup.femoral_head_fitted_to.replace('_', ' ')})")
         else:
             print(f"{cup.side}: not plannable: {cup.reason}")
     print(f"wrote plan.json, plan.mrk.json{', cups.stl' if plan.planned else ''} to {args.output}/")

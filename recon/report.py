@@ -171,9 +171,9 @@ def _cup_table(cups: list[dict]) -> str:
         return "<p>No hip plan.</p>"
     rows = [[c["side"], c["status"], c["cup_diameter_mm"] if c["status"] == "planned" else c["reason"],
              c["cup_center_lps_mm"], c["inclination_deg"], c["anteversion_deg"], c["coverage_pct"],
-             c["femoral_head_radius_mm"]] for c in cups]
+             c["femoral_head_radius_mm"], (c.get("femoral_head_fitted_to") or "").replace("_", " ")] for c in cups]
     return _table(["side", "status", "cup (mm) / reason", "centre (LPS mm)", "inclination (deg)",
-                   "anteversion (deg)", "coverage (%)", "head radius (mm)"], rows)
+                   "anteversion (deg)", "coverage (%)", "head radius (mm)", "head fitted to"], rows)
 
 
 def _provenance(provenance: dict) -> str:

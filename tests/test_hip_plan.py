@@ -11,6 +11,7 @@ import pytest
 import trimesh
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import ndimage
 
 from recon.cli import main
 from recon.geometry import Grid, angle_between_deg
@@ -19,7 +20,7 @@ from recon.phantom import make_phantom
 from recon.plan import cup_angles
 from recon.plan.hip import HipPlan, _comparison, plan_hip
 from recon.plan.pelvis import PelvisFrame, frame_from_landmarks
-from recon.volume import LabelMap
+from recon.volume import LabelMap, Volume
 from tests.conftest import shared_path
 
 LATERAL, ANTERIOR, SUPERIOR = np.eye(3)
@@ -77,6 +78,36 @@ def test_phantom_heads_and_pelvic_plane_match_the_truth(phantom_plan):
         assert back.anteversion_deg == pytest.approx(15.0, abs=0.5)
         assert cup.cup_diameter_mm >= 2 * cup.acetabulum_radius_mm
         assert cup.coverage_pct > 50
+
+
+def test_a_femur_label_grown_into_the_joint_space_gets_its_head_back_from_the_ct(phantom_plan):
+    phantom, _ = phantom_plan
+    labels, ids = phantom.labels, {name: index for index, name in phantom.labels.names.items()}
+    grown = labels.labels.copy()
+    for side in ("left", "right"):  # as a network's 3 mm label does: the femur takes the joint space
+        femur = labels.labels == ids[f"femur_{side}"]
+        grown[ndimage.binary_dilation(femur, iterations=2) & (labels.labels == 0)] = ids[f"femur_{side}"]
+    grown = LabelMap(labels.grid, grown, labels.names)
+    for on_labels, on_ct in zip(plan_hip(grown).sides, plan_hip(grown, ct=phantom.ct).sides):
+        truth = phantom.truth["hips"][on_ct.side]
+        assert on_labels.femoral_head_fitted_to == "label_surface"
+        assert on_labels.femoral_head_radius_mm - truth["femoral_head_radius_mm"] > 1.5
+        assert on_ct.femoral_head_fitted_to == "ct_edge"
+        assert abs(on_ct.femoral_head_radius_mm - truth["femoral_head_radius_mm"]) < 0.5
+        assert np.linalg.norm(np.subtract(on_ct.femoral_head_center_lps_mm,
+                                          truth["femoral_head_center_lps_mm"])) < 0.5
+
+
+@pytest.mark.parametrize("ct", ["flat", "noise"])
+def test_a_ct_without_a_joint_space_leaves_the_head_to_the_labels(phantom_plan, ct):
+    phantom, plan = phantom_plan
+    hu = np.full(phantom.ct.hu.shape, 300.0)
+    if ct == "noise":  # dips as deep as a joint space's, everywhere
+        hu += np.random.default_rng(0).normal(0.0, 150.0, hu.shape)
+    on_ct = plan_hip(phantom.labels, ct=Volume(phantom.ct.grid, hu.astype(np.int16)))
+    for cup, label_cup in zip(on_ct.sides, plan.sides):
+        assert cup.femoral_head_fitted_to == "label_surface"
+        assert cup.femoral_head_center_lps_mm == label_cup.femoral_head_center_lps_mm
 
 
 def test_planning_one_side_and_medialising(phantom_plan):

@@ -101,7 +101,7 @@ def summarize(rows: list[dict]) -> dict:
 
 def cup_errors(seed: int, model: Model | None = None) -> list[dict]:
     phantom = make_phantom(seed, shape=HIP_GRID_SHAPE, spacing_mm=HIP_GRID_SPACING_MM)
-    plan = plan_hip(_labels(phantom, model))
+    plan = plan_hip(_labels(phantom, model), ct=phantom.ct)
     truth_frame = frame_from_landmarks(phantom.truth["landmarks_lps_mm"])
     rows = []
     for cup in plan.sides:

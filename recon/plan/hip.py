@@ -1,6 +1,7 @@
 """``plan_hip``: the acetabular cup for total hip arthroplasty, sized and oriented in the pelvis's own frame.
 
-Per side: femoral head and acetabulum spheres (``recon.plan.pelvis``), the anterior pelvic plane frame, a
+Per side: femoral head and acetabulum spheres (``recon.plan.pelvis``; the head refitted to its edge on the CT
+when the CT is given and shows the joint space), the anterior pelvic plane frame, a
 cup from the catalogue (the smallest at least as wide as the acetabulum), centred at the native centre of
 rotation (optionally moved medially), its axis at the target radiographic inclination and anteversion
 (Murray) relative to the APP; the operative and anatomical equivalents; bone coverage of the cup; and, with
@@ -17,7 +18,7 @@ from scipy import ndimage
 
 from recon.plan import cup_angles
 from recon.plan.implants import CupCatalogue, load_cup_catalogue
-from recon.plan.pelvis import PelvisError, PelvisFrame, joint_spheres, pelvis_frame, surface_points
+from recon.plan.pelvis import PelvisError, PelvisFrame, head_on_ct, joint_spheres, pelvis_frame, surface_points
 from recon.volume import LabelMap, Volume
 
 SIDES = {"left": 1.0, "right": -1.0}
@@ -41,6 +42,7 @@ class CupPlan:
     femoral_head_center_lps_mm: list[float] | None = None
     femoral_head_radius_mm: float | None = None
     femoral_head_fit_residual_mm: float | None = None
+    femoral_head_fitted_to: str | None = None  # "ct_edge" or "label_surface"
     acetabulum_center_lps_mm: list[float] | None = None
     acetabulum_radius_mm: float | None = None
     acetabulum_fit_residual_mm: float | None = None
@@ -84,7 +86,8 @@ def plan_hip(labels: LabelMap, *, ct: Volume | None = None, side: str = "both", 
     """Plan the acetabular cup on ``side`` ("left", "right" or "both") from hip and femur labels.
 
     The target inclination and anteversion are radiographic (Murray) relative to the anterior pelvic plane;
-    a target outside Lewinnek's safe zone gets a warning, not a refusal. ``ct`` is recorded only.
+    a target outside Lewinnek's safe zone gets a warning, not a refusal. With ``ct`` (on any grid) the femoral
+    head is refitted to its edge on the CT where the joint space shows there.
     """
     if side not in ("left", "right", "both"):
         raise ValueError(f"side must be left, right or both, got {side!r}")
@@ -105,12 +108,16 @@ def plan_hip(labels: LabelMap, *, ct: Volume | None = None, side: str = "both", 
     hips = {s: surface_points(labels, ids[f"hip_{s}"]) for s in SIDES}
     femurs = {s: surface_points(labels, ids[f"femur_{s}"]) for s in SIDES}
     try:
-        joints = {s: joint_spheres(femurs[s], hips[s]) for s in SIDES}
+        joints, fitted_to = {}, {}
+        for s in SIDES:
+            head, socket = joint_spheres(femurs[s], hips[s])
+            on_ct = head_on_ct(socket, hips[s], ct) if ct is not None else None
+            joints[s], fitted_to[s] = (on_ct or head, socket), "ct_edge" if on_ct else "label_surface"
         frame = pelvis_frame(hips, {s: joints[s][1].center_lps_mm for s in SIDES})
     except PelvisError as err:
         return HipPlan([CupPlan(s, "not_plannable", str(err)) for s in wanted], {}, warnings, options)
-    sides = [_plan_side(labels, ids[f"hip_{s}"], s, joints[s], frame, catalogue, inclination_deg, anteversion_deg,
-                        medialise_mm) for s in wanted]
+    sides = [_plan_side(labels, ids[f"hip_{s}"], s, joints[s], fitted_to[s], frame, catalogue, inclination_deg,
+                        anteversion_deg, medialise_mm) for s in wanted]
     comparison = _comparison(labels, ids, joints, frame)
     return HipPlan(sides, comparison, warnings, options)
 
@@ -124,8 +131,8 @@ def _zone_warnings(inclination: float, anteversion: float) -> list[str]:
             f"the Lewinnek safe zone (40 +/- 10, 15 +/- 10 degrees radiographic; {LEWINNEK_REFERENCE})"]
 
 
-def _plan_side(labels: LabelMap, hip_index: int, side: str, joint, frame: PelvisFrame, catalogue: CupCatalogue,
-               inclination: float, anteversion: float, medialise_mm: float) -> CupPlan:
+def _plan_side(labels: LabelMap, hip_index: int, side: str, joint, head_fitted_to: str, frame: PelvisFrame,
+               catalogue: CupCatalogue, inclination: float, anteversion: float, medialise_mm: float) -> CupPlan:
     head, socket = joint
     diameter = catalogue.smallest_covering(2 * socket.radius_mm)
     if diameter is None:
@@ -139,6 +146,7 @@ def _plan_side(labels: LabelMap, hip_index: int, side: str, joint, frame: Pelvis
     operative, anatomical = cup_angles.operative(axis, *basis), cup_angles.anatomical(axis, *basis)
     return CupPlan(
         side, "planned", None, _list(head.center_lps_mm), round(head.radius_mm, 2), round(head.residual_mm, 2),
+        head_fitted_to,
         _list(socket.center_lps_mm), round(socket.radius_mm, 2), round(socket.residual_mm, 2), _list(center),
         [round(float(v), 5) for v in axis], diameter, round(radiographic.inclination_deg, 2),
         round(radiographic.anteversion_deg, 2), round(operative.inclination_deg, 2),

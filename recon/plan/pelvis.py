@@ -2,13 +2,16 @@
 
 Surfaces are marching-cubes vertices of the lightly smoothed labels (sub-voxel). Spheres are fitted to the
 femoral head where it faces the hip bone and to the acetabulum where it faces the femur, then refitted to
-the points lying on the first sphere. The APP is the plane touching the front of the pelvis at both anterior
-superior iliac spines (ASIS) and both pubic tubercles: seen from the side along the line joining the hip
-centres, it is the edge of the pelvis's convex outline that bridges the part above the hip centres (the
-spines) and the part below (the pubis); each landmark is the point of its side and region that lies farthest
-forward across that edge, and the plane is refitted to the four. A spine and tubercle of one side farther
-apart or closer together than the inguinal ligament that joins them ever is (``INGUINAL_MM``) were found on
-something other than a whole hip bone, and the plane is refused.
+the points lying on the first sphere. Given the CT, the femoral head is then refitted to its own edge on it
+(``head_on_ct``): a label's surface at a segmentation network's resolution takes the joint space into the head,
+where the CT shows that space as a darker band between the head's cortex and the acetabulum's.
+
+The APP is the plane touching the front of the pelvis at both anterior superior iliac spines (ASIS) and both
+pubic tubercles: seen from the side along the line joining the hip centres, it is the edge of the pelvis's convex
+outline that bridges the part above the hip centres (the spines) and the part below (the pubis); each landmark is
+the point of its side and region that lies farthest forward across that edge, and the plane is refitted to the
+four. A spine and tubercle of one side farther apart or closer together than the inguinal ligament that joins
+them ever is (``INGUINAL_MM``) were found on something other than a whole hip bone, and the plane is refused.
 """
 
 from __future__ import annotations
@@ -20,13 +23,21 @@ from scipy import ndimage, optimize
 from scipy.spatial import ConvexHull, cKDTree
 from skimage.measure import marching_cubes
 
-from recon.volume import LabelMap
+from recon.volume import LabelMap, Volume
 
 CONTACT_MM = 8.0  # femur and hip bone surfaces this close face each other across the joint
 ON_SPHERE_MM = 1.5
 SOCKET_REACH_MM = 5.0  # the acetabulum lies within the joint space (a few mm) outside the head
 SPHERE_ROUNDS = 3
 MIN_SURFACE_POINTS = 30
+EDGE_INSIDE_MM = 10.0  # the head's edge is sought this far inside the acetabulum's surface
+EDGE_OUTSIDE_MM = 1.5  # and the acetabulum's cortex up to this far outside it
+SOCKET_CORTEX_MM = 2.0  # the acetabulum's cortex peaks no deeper than this inside its label's surface
+EDGE_STEP_MM = 0.5
+EDGE_SMOOTHING_MM = 0.5
+MIN_EDGE_CONTRAST_HU = 100.0  # the joint space this much darker than both cortices: a joint space, not noise
+EDGE_LINES = 1500
+EDGE_RESIDUAL_MM = 0.5  # a head's edges lie this close to its sphere (rms); noise's scatter across ON_SPHERE_MM
 INGUINAL_MM = (80.0, 180.0)  # ASIS to pubic tubercle, the inguinal ligament: about 10-17 cm in adults
 
 
@@ -90,6 +101,62 @@ def joint_spheres(femur: np.ndarray, hip: np.ndarray) -> tuple[Sphere, Sphere]:
     for _ in range(SPHERE_ROUNDS):
         socket = fit_sphere(_on_sphere(hip, socket))
     return head, socket
+
+
+def head_on_ct(socket: Sphere, hip: np.ndarray, ct: Volume) -> Sphere | None:
+    """The femoral head fitted to its edge on ``ct`` along lines from the acetabulum's centre through the hip
+    bone's surface points (``hip``) on the acetabulum, or None where too few lines show a joint space.
+
+    Along each line the acetabulum's cortex is the brightest point from ``SOCKET_CORTEX_MM`` inside the
+    acetabulum's surface outwards; inwards from it the profile falls to the joint space and rises again to the
+    head's cortex, and the head's edge is where it crosses halfway between the two. A line whose joint space is
+    not ``MIN_EDGE_CONTRAST_HU`` darker than both cortices is left out (a narrowed joint, a metal head), and the
+    head is refused unless the edges found lie on it within ``EDGE_RESIDUAL_MM`` (noise in a CT without a joint
+    space also makes edges, in a band just inside the acetabulum's cortex but scattered across it)."""
+    directions = _on_sphere(hip, socket) - socket.center_lps_mm
+    directions = directions[:: max(1, len(directions) // EDGE_LINES)]
+    directions /= np.linalg.norm(directions, axis=1)[:, None]
+    radii = np.arange(socket.radius_mm - EDGE_INSIDE_MM, socket.radius_mm + EDGE_OUTSIDE_MM, EDGE_STEP_MM)
+    points = socket.center_lps_mm + directions[:, None, :] * radii[None, :, None]
+    index = ct.grid.lps_to_index(points.reshape(-1, 3)).T
+    profiles = ndimage.map_coordinates(ct.hu.astype(np.float32), index, order=1, cval=-1000.0)
+    profiles = ndimage.gaussian_filter1d(profiles.reshape(len(directions), len(radii)),
+                                         EDGE_SMOOTHING_MM / EDGE_STEP_MM, axis=1)
+    cortex_from = int(np.searchsorted(radii, socket.radius_mm - SOCKET_CORTEX_MM))
+    edges = [socket.center_lps_mm + radius * direction for profile, direction in zip(profiles, directions)
+             if (radius := _head_edge(profile, radii, cortex_from)) is not None]
+    if len(edges) < MIN_SURFACE_POINTS:
+        return None
+    edges = np.array(edges)
+    fitted = fit_sphere(edges)
+    for _ in range(SPHERE_ROUNDS):
+        on = _on_sphere(edges, fitted)
+        if len(on) < MIN_SURFACE_POINTS:
+            return None
+        fitted = fit_sphere(on)
+    return fitted if fitted.residual_mm <= EDGE_RESIDUAL_MM else None
+
+
+def _head_edge(profile: np.ndarray, radii: np.ndarray, cortex_from: int) -> float | None:
+    """The radius at which ``profile`` (HU along ``radii``) falls halfway from the head's cortex to the joint
+    space, or None where the joint space does not show."""
+    socket = cortex_from + int(np.argmax(profile[cortex_from:]))
+    joint = socket
+    while joint > 0 and profile[joint - 1] <= profile[joint]:
+        joint -= 1
+    head = joint
+    while head > 0 and profile[head - 1] >= profile[head]:
+        head -= 1
+    darkest = profile[joint]
+    if min(profile[head], profile[socket]) - darkest < MIN_EDGE_CONTRAST_HU:
+        return None
+    half = (profile[head] + darkest) / 2
+    outer = joint
+    while profile[outer - 1] < half:
+        outer -= 1
+    inner = outer - 1  # profile[inner] >= half > profile[outer]
+    share = (profile[inner] - half) / (profile[inner] - profile[outer])
+    return float(radii[inner] + share * (radii[outer] - radii[inner]))
 
 
 def _on_sphere(points: np.ndarray, sphere: Sphere) -> np.ndarray:
