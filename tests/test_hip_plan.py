@@ -18,8 +18,10 @@ from recon.geometry import Grid, angle_between_deg
 from recon.io.labels import read_label_map
 from recon.phantom import make_phantom
 from recon.plan import cup_angles
+from recon.plan.accuracy import cup_errors
 from recon.plan.hip import HipPlan, _comparison, plan_hip
 from recon.plan.pelvis import PelvisFrame, frame_from_landmarks
+from recon.segmentation.model import load_model
 from recon.volume import LabelMap, Volume
 from tests.conftest import shared_path
 
@@ -108,6 +110,15 @@ def test_a_ct_without_a_joint_space_leaves_the_head_to_the_labels(phantom_plan, 
     for cup, label_cup in zip(on_ct.sides, plan.sides):
         assert cup.femoral_head_fitted_to == "label_surface"
         assert cup.femoral_head_center_lps_mm == label_cup.femoral_head_center_lps_mm
+
+
+def test_heads_planned_on_the_shipped_networks_labels_are_fitted_to_the_ct():
+    # what `recon run` plans on a phantom's CT; measured 2026-12-06 on this one: both heads fitted to the CT's
+    # edge, 0.04 and 0.02 mm from the true centres and 0.3 mm too large (3.3 and 5.8 mm off, 3.5 and 4.3 mm too
+    # large, on the network's labels alone)
+    rows = cup_errors(970_100_001, load_model(None))
+    assert [row["status"] for row in rows] == ["planned", "planned"]
+    assert all(row["head_center_mm"] <= 0.5 and abs(row["head_radius_mm"]) <= 0.5 for row in rows)
 
 
 def test_planning_one_side_and_medialising(phantom_plan):
