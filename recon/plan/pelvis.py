@@ -119,7 +119,7 @@ def head_on_ct(socket: Sphere, hip: np.ndarray, ct: Volume) -> Sphere | None:
     radii = np.arange(socket.radius_mm - EDGE_INSIDE_MM, socket.radius_mm + EDGE_OUTSIDE_MM, EDGE_STEP_MM)
     points = socket.center_lps_mm + directions[:, None, :] * radii[None, :, None]
     index = ct.grid.lps_to_index(points.reshape(-1, 3)).T
-    profiles = ndimage.map_coordinates(ct.hu.astype(np.float32), index, order=1, cval=-1000.0)
+    profiles = ndimage.map_coordinates(ct.hu, index, output=np.float32, order=1, cval=-1000.0)
     profiles = ndimage.gaussian_filter1d(profiles.reshape(len(directions), len(radii)),
                                          EDGE_SMOOTHING_MM / EDGE_STEP_MM, axis=1)
     cortex_from = int(np.searchsorted(radii, socket.radius_mm - SOCKET_CORTEX_MM))
