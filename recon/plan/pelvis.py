@@ -36,7 +36,7 @@ SOCKET_CORTEX_MM = 2.0  # the acetabulum's cortex peaks no deeper than this insi
 EDGE_STEP_MM = 0.5
 EDGE_SMOOTHING_MM = 0.5
 MIN_EDGE_CONTRAST_HU = 100.0  # the joint space this much darker than both cortices: a joint space, not noise
-EDGE_LINES = 1500
+EDGE_LINES = 1500  # at most this many lines (every n-th surface point of the acetabulum)
 EDGE_RESIDUAL_MM = 0.5  # a head's edges lie this close to its sphere (rms); noise's scatter across ON_SPHERE_MM
 INGUINAL_MM = (80.0, 180.0)  # ASIS to pubic tubercle, the inguinal ligament: about 10-17 cm in adults
 
@@ -110,9 +110,10 @@ def head_on_ct(socket: Sphere, hip: np.ndarray, ct: Volume) -> Sphere | None:
     Along each line the acetabulum's cortex is the brightest point from ``SOCKET_CORTEX_MM`` inside the
     acetabulum's surface outwards; inwards from it the profile falls to the joint space and rises again to the
     head's cortex, and the head's edge is where it crosses halfway between the two. A line whose joint space is
-    not ``MIN_EDGE_CONTRAST_HU`` darker than both cortices is left out (a narrowed joint, a metal head), and the
-    head is refused unless the edges found lie on it within ``EDGE_RESIDUAL_MM`` (noise in a CT without a joint
-    space also makes edges, in a band just inside the acetabulum's cortex but scattered across it)."""
+    not ``MIN_EDGE_CONTRAST_HU`` darker than both cortices is left out (a narrowed joint; an older patient's dim
+    cortices at 3 mm), and the head is refused unless the edges found lie on it within ``EDGE_RESIDUAL_MM`` (noise
+    in a CT without a joint space also makes edges, in a band just inside the acetabulum's cortex but scattered
+    across it)."""
     directions = _on_sphere(hip, socket) - socket.center_lps_mm
     directions = directions[:: max(1, len(directions) // EDGE_LINES)]
     directions /= np.linalg.norm(directions, axis=1)[:, None]
@@ -140,17 +141,17 @@ def head_on_ct(socket: Sphere, hip: np.ndarray, ct: Volume) -> Sphere | None:
 def _head_edge(profile: np.ndarray, radii: np.ndarray, cortex_from: int) -> float | None:
     """The radius at which ``profile`` (HU along ``radii``) falls halfway from the head's cortex to the joint
     space, or None where the joint space does not show."""
-    socket = cortex_from + int(np.argmax(profile[cortex_from:]))
-    joint = socket
+    socket_peak = cortex_from + int(np.argmax(profile[cortex_from:]))
+    joint = socket_peak
     while joint > 0 and profile[joint - 1] <= profile[joint]:
         joint -= 1
-    head = joint
-    while head > 0 and profile[head - 1] >= profile[head]:
-        head -= 1
+    head_peak = joint
+    while head_peak > 0 and profile[head_peak - 1] >= profile[head_peak]:
+        head_peak -= 1
     darkest = profile[joint]
-    if min(profile[head], profile[socket]) - darkest < MIN_EDGE_CONTRAST_HU:
+    if min(profile[head_peak], profile[socket_peak]) - darkest < MIN_EDGE_CONTRAST_HU:
         return None
-    half = (profile[head] + darkest) / 2
+    half = (profile[head_peak] + darkest) / 2
     outer = joint
     while profile[outer - 1] < half:
         outer -= 1
