@@ -94,13 +94,17 @@ def fit_sphere(points: np.ndarray) -> Sphere:
 def joint_spheres(femur: np.ndarray, hip: np.ndarray) -> tuple[Sphere, Sphere]:
     """The femoral head sphere (fitted where the femur faces the hip bone, then to the points on it) and the
     acetabulum sphere (fitted to the hip bone's surface just outside the head, then to the points on it)."""
-    head = fit_sphere(femur[cKDTree(hip).query(femur, distance_upper_bound=CONTACT_MM)[0] < CONTACT_MM])
+    facing = femur[cKDTree(hip).query(femur, distance_upper_bound=CONTACT_MM)[0] < CONTACT_MM]
+    head = _refitted(femur, fit_sphere(facing))
+    near_head = np.linalg.norm(hip - head.center_lps_mm, axis=1) < head.radius_mm + SOCKET_REACH_MM
+    return head, _refitted(hip, fit_sphere(hip[near_head]))
+
+
+def _refitted(points: np.ndarray, sphere: Sphere) -> Sphere:
+    """``sphere`` refitted ``SPHERE_ROUNDS`` times to those of ``points`` that lie on it."""
     for _ in range(SPHERE_ROUNDS):
-        head = fit_sphere(_on_sphere(femur, head))
-    socket = fit_sphere(hip[np.linalg.norm(hip - head.center_lps_mm, axis=1) < head.radius_mm + SOCKET_REACH_MM])
-    for _ in range(SPHERE_ROUNDS):
-        socket = fit_sphere(_on_sphere(hip, socket))
-    return head, socket
+        sphere = fit_sphere(_on_sphere(points, sphere))
+    return sphere
 
 
 def head_on_ct(socket: Sphere, hip: np.ndarray, ct: Volume) -> Sphere | None:
@@ -126,15 +130,10 @@ def head_on_ct(socket: Sphere, hip: np.ndarray, ct: Volume) -> Sphere | None:
     cortex_from = int(np.searchsorted(radii, socket.radius_mm - SOCKET_CORTEX_MM))
     edges = [socket.center_lps_mm + radius * direction for profile, direction in zip(profiles, directions)
              if (radius := _head_edge(profile, radii, cortex_from)) is not None]
-    if len(edges) < MIN_SURFACE_POINTS:
+    try:
+        fitted = _refitted(np.array(edges), fit_sphere(np.array(edges)))
+    except PelvisError:  # too few edges, or too few on one sphere
         return None
-    edges = np.array(edges)
-    fitted = fit_sphere(edges)
-    for _ in range(SPHERE_ROUNDS):
-        on = _on_sphere(edges, fitted)
-        if len(on) < MIN_SURFACE_POINTS:
-            return None
-        fitted = fit_sphere(on)
     return fitted if fitted.residual_mm <= EDGE_RESIDUAL_MM else None
 
 
