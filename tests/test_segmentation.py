@@ -214,6 +214,24 @@ def test_a_vertebra_pair_too_tall_for_one_is_cut_at_a_shallow_narrowing_not_by_t
     assert len(set(np.unique(one.classes)) - {0}) == 1
 
 
+def test_a_leaning_spines_vertebrae_are_cut_at_discs_square_to_the_spine():
+    """Four vertebrae (3 mm voxels: bodies 24 mm tall and 36 mm deep, 9 mm discs) along an axis leaning 30
+    degrees from the scan's, their posterior elements bridging the discs, all named L3 by the network. Every
+    axial slice through a disc also crosses a body, so no axial slice narrows; the planes square to the spine
+    do."""
+    i, j, k = np.indices((24, 48, 40))
+    lean, pitch = np.radians(30), 11
+    along = (j - 16) * np.sin(lean) + k * np.cos(lean)  # height along the spine's axis, voxels
+    across = (j - 16) * np.cos(lean) - (k - 22) * np.sin(lean)  # towards posterior, square to the axis
+    spine_height = (along >= 0) & (along < 4 * pitch)
+    body = (abs(i - 12) <= 5) & (abs(across) <= 6) & (np.mod(along, pitch) < 8) & spine_height
+    arch = (abs(i - 12) <= 2) & (across >= 7) & (across <= 10) & spine_height
+    result = levels_of(np.where(body | arch, LABEL_IDS["vertebrae_L3"], 0).astype(np.uint8))
+    names = [np.unique(result.classes[body & (along >= pitch * n + 2) & (along < pitch * n + 6)]) for n in range(4)]
+    assert all(len(name) == 1 for name in names)
+    assert np.diff([int(name[0]) for name in names]).tolist() == [-1, -1, -1]  # one level each, in order
+
+
 def tiny_model(tmp_path):
     torch.manual_seed(0)
     spec = {"name": "UNet", "channels": [4, 8], "strides": [2], "num_res_units": 0}

@@ -2,22 +2,22 @@
 
 - Pelvis and femur labels keep their connected pieces of at least ``MIN_PIECE_SHARE`` of the largest piece
   (a fractured bone keeps its fragments; specks go).
-- Vertebrae become instances: the pieces of all vertebra voxels together, cut at their discs (axial slices
-  where a piece narrows to its posterior elements), a slab still too tall for one vertebra split by the
-  network's levels (a level on both sides of the cut next to such a slab staying one part), and parts whose
-  centres lie closer than ``SAME_LEVEL_MM`` along the body axis merged. The network's levels are least
-  reliable where it is least sure of the anatomy, so the CT's discs, not its levels, draw the borders wherever
-  they show; but the few slices of a vertebra that the scan cuts off often show no disc apart from the
-  vertebra next to them, and are parted from it by the network's levels. An instance under
+- Vertebrae become instances: the pieces of all vertebra voxels together, cut at their discs (planes square to
+  the spine, axial or leaning up to 30 degrees, where a piece narrows to its posterior elements), a slab still
+  too tall for one vertebra split by the network's levels (a level on both sides of the cut next to such a slab
+  staying one part), and parts whose centres lie closer than ``SAME_LEVEL_MM`` along the body axis merged. The
+  network's levels are least reliable where it is least sure of the anatomy, so the CT's discs, not its levels,
+  draw the borders wherever they show; but the few slices of a vertebra that the scan cuts off often show no
+  disc apart from the vertebra next to them, and are parted from it by the network's levels. An instance under
   ``MIN_PIECE_SHARE`` of the largest is a fragment beside the spine, not a vertebra, unless the scan cuts it
   off. Instances are ordered from inferior to superior and named with consecutive levels (no two L3s, no gap
-  between L2 and L4): the run of consecutive instances and the levels up from its lowest that agree with most
-  of the network's voxel votes, each instance in the run counting ``INSTANCE_WEIGHT`` of its size besides (a
-  whole vertebra the network named after its neighbour is still named; fewest instances on a tie). A vertebra
-  the scan cuts off casts no votes when a whole one is in view: the network sees too little of it to tell its
-  level (in a crop round L3 it took the part of L4 in view for L3). Instances outside the run (stray pieces in
-  the pelvis below L5, or above the labelled levels) go back to background; the run names the levels right
-  when the field of view cuts off the top or the bottom.
+  between L2 and L4): the run of consecutive instances and the levels up from its lowest that agree with most of
+  the network's voxel votes, each instance in the run counting ``INSTANCE_WEIGHT`` of its size besides (a whole
+  vertebra the network named after its neighbour is still named; fewest instances on a tie). A vertebra the scan
+  cuts off casts no votes when a whole one is in view: the network sees too little of it to tell its level (in a
+  crop round L3 it took the part of L4 in view for L3). Instances outside the run (stray pieces in the pelvis
+  below L5, or above the labelled levels) go back to background; the run names the levels right when the field
+  of view cuts off the top or the bottom.
 - Each level's confidence is the share of its voxels that the network itself gave that level.
 - The levels' anchor (``level_anchor``) says whether the count rests on the lumbosacral junction: an L5 with
   the sacrum's body below it. Without it the names rest on the network's reading of vertebral shape, which is
@@ -46,12 +46,25 @@ SHALLOW_DISC_AREA_SHARE = 0.8
 MAX_VERTEBRA_SLAB_MM = 55.0
 DISC_BAND_MM = 6.0
 AREA_SMOOTHING_MM = 3.0  # a slice's worth of noise in the area profile is not a disc
+DISC_LEANS_DEG = (range(-30, 31, 5), (-10, 0, 10))  # disc planes tried: sagittal, then lateral lean from axial
+LEAN_COST_PER_DEG = 0.005
 INSTANCE_WEIGHT = 0.1  # each vertebra in the run counts a tenth of its size, whatever the network named it
 SACRUM_GAP_MM = 20.0  # the sacrum's top this close to L5's lowest slice: the two meet
 SACRUM_BELOW_L5_MM = 20.0  # and the sacrum reaching this far below it: S1's body, not a fragment beside L5
 UNANCHORED = ("vertebra levels counted without the lumbosacral junction (L5 on the sacrum) in view: they rest on "
               "the network's reading of vertebral shape and may be a level off; check them on a scan that shows it")
 CONNECTED = ndimage.generate_binary_structure(3, 3)
+
+
+def _disc_plane(sagittal_deg: float, lateral_deg: float) -> tuple[np.ndarray, float]:
+    """A plane's unit normal (pointing superior, on an axis-aligned LPS grid) leaning ``sagittal_deg`` towards
+    posterior and ``lateral_deg`` towards the left, and how far it leans from axial in all."""
+    normal = np.array([np.tan(np.radians(lateral_deg)), np.tan(np.radians(sagittal_deg)), 1.0])
+    normal /= np.linalg.norm(normal)
+    return normal, float(np.degrees(np.arccos(normal[2])))
+
+
+DISC_PLANES = [_disc_plane(sagittal, lateral) for sagittal in DISC_LEANS_DEG[0] for lateral in DISC_LEANS_DEG[1]]
 
 
 @dataclass(frozen=True)
@@ -134,7 +147,7 @@ def _piece_parts(piece: np.ndarray, classes: np.ndarray, vertebra_classes: list[
     parts: list[np.ndarray] = []
     before: dict[int, np.ndarray] = {}
     before_tall = False
-    for slab in _slabs(piece, _disc_slices(piece, spacing_mm), hu, spacing_mm):
+    for slab in _slabs(piece, _discs(piece, spacing_mm), hu, spacing_mm):
         if not slab.any():
             continue
         tall = _extent_mm(slab, spacing_mm) > MAX_VERTEBRA_SLAB_MM
@@ -182,58 +195,110 @@ def _at_grid_end(mask: np.ndarray) -> bool:
     return bool(mask[:, :, 0].any() or mask[:, :, -1].any())
 
 
-def _disc_slices(piece: np.ndarray, spacing_mm: float) -> list[int]:
-    """Axial slices (index axis 2) where ``piece`` narrows to a disc level: a minimum of its area per slice at
-    most ``DISC_AREA_SHARE`` of the largest areas within ``VERTEBRA_HEIGHT_MM`` below and above it (only the
-    posterior elements cross a disc level), at least ``MIN_DISC_GAP_MM`` apart. A stretch between them still
-    too tall for one vertebra holds a disc the network partly filled: it is cut at its narrowest minimum at
-    most ``SHALLOW_DISC_AREA_SHARE`` of its neighbours, if it has one ``MIN_DISC_GAP_MM`` from both ends."""
-    raw = piece.sum(axis=(0, 1)).astype(float)
-    area = ndimage.gaussian_filter1d(raw, AREA_SMOOTHING_MM / spacing_mm)
-    minima, _ = signal.find_peaks(-area)
-    shares = {int(k): _narrowing(area, raw, int(k), spacing_mm) for k in minima}
-    gap = max(1, round(MIN_DISC_GAP_MM / spacing_mm))
-    spaced, _ = signal.find_peaks(-area, distance=gap)
-    discs = [int(k) for k in spaced if shares[int(k)] <= DISC_AREA_SHARE]
-    heights = np.flatnonzero(raw)
-    ends = [int(heights[0]), *discs, int(heights[-1])]
+@dataclass(frozen=True)
+class _Disc:
+    """A disc's plane: the points ``p`` (voxel indices) with ``(p - centre) @ normal == offset``, ``centre`` the
+    voxel nearest the piece's centre of mass; ``height`` is where it crosses the vertical line through that
+    centre, in slices from the centre."""
+
+    normal: np.ndarray  # unit, pointing superior
+    offset: float
+    narrowing: float  # the piece's area there over the largest areas near it (``_narrowing``)
+    lean: float  # degrees from axial
+
+    @property
+    def height(self) -> float:
+        return self.offset / float(self.normal[2])
+
+    @property
+    def rank(self) -> float:
+        """Narrowing, with each degree of lean costing ``LEAN_COST_PER_DEG``: a leaning plane must narrow clearly
+        more than the axial one, or the piece's own shape (a process hanging past the disc, a ragged network
+        outline) would tilt the cut."""
+        return self.narrowing + LEAN_COST_PER_DEG * self.lean
+
+
+def _discs(piece: np.ndarray, spacing_mm: float) -> list[_Disc]:
+    """The planes where ``piece`` narrows to a disc level, inferior to superior. A disc lies square to the
+    spine, not to the scan: where the spine leans (lordosis, a tilted patient) a disc crosses several axial
+    slices and no axial slice narrows, so each plane of ``DISC_PLANES`` is tried and each disc takes the one
+    that narrows most (``_Disc.rank``). A disc plane is a minimum of the piece's area per plane, at most
+    ``DISC_AREA_SHARE`` of the largest areas within ``VERTEBRA_HEIGHT_MM`` below and above it (only the
+    posterior elements cross a disc level), at least ``MIN_DISC_GAP_MM`` from a narrower one. A stretch
+    between them still too tall for one vertebra holds a disc the network partly filled: it is cut at its
+    narrowest minimum at most ``SHALLOW_DISC_AREA_SHARE`` of its neighbours, if it has one
+    ``MIN_DISC_GAP_MM`` from both ends."""
+    points = np.argwhere(piece).astype(float)
+    centre = np.rint(points.mean(axis=0))
+    cut_off = (bool(piece[:, :, 0].any()), bool(piece[:, :, -1].any()))
+    candidates = sorted((disc for normal, lean in DISC_PLANES
+                         for disc in _narrowings(points - centre, normal, lean, spacing_mm, cut_off)),
+                        key=lambda disc: disc.rank)
+    gap = MIN_DISC_GAP_MM / spacing_mm
+    discs: list[_Disc] = []
+    for disc in candidates:
+        if disc.narrowing <= DISC_AREA_SHARE and all(abs(disc.height - kept.height) >= gap for kept in discs):
+            discs.append(disc)
+    bottom, top = points[:, 2].min() - centre[2], points[:, 2].max() - centre[2]
+    ends = [float(bottom), *sorted(disc.height for disc in discs), float(top)]
     for low, high in zip(ends[:-1], ends[1:]):
         if (high - low + 1) * spacing_mm > MAX_VERTEBRA_SLAB_MM:
-            inner = [k for k in shares if low + gap <= k <= high - gap and shares[k] <= SHALLOW_DISC_AREA_SHARE]
-            discs += [min(inner, key=shares.get)] if inner else []
-    return sorted(discs)
+            inner = [d for d in candidates if low + gap <= d.height <= high - gap
+                     and d.narrowing <= SHALLOW_DISC_AREA_SHARE]
+            discs += inner[:1]
+    return sorted(discs, key=lambda disc: disc.height)
 
 
-def _narrowing(area: np.ndarray, raw: np.ndarray, k: int, spacing_mm: float) -> float:
-    """Slice ``k``'s smoothed area over the smaller of the largest smoothed areas within ``VERTEBRA_HEIGHT_MM``
-    below and above. Where that neighbourhood runs to an end of the grid that the piece touches (a vertebra
-    cut off by the scan), the raw areas count too: smoothing blurs the few slices of a sliver of vertebra at
-    the edge into the disc below it, and would hide the disc."""
+def _narrowings(points: np.ndarray, normal: np.ndarray, lean: float, spacing_mm: float,
+                cut_off: tuple[bool, bool]) -> list[_Disc]:
+    """Every minimum of the area per plane square to ``normal`` of the piece's ``points`` (about its centre)."""
+    along = points @ normal
+    low = np.floor(along.min())
+    raw = np.bincount(np.floor(along - low + 0.5).astype(int)).astype(float)
+    area = ndimage.gaussian_filter1d(raw, AREA_SMOOTHING_MM / spacing_mm)
+    minima, _ = signal.find_peaks(-area)
+    return [_Disc(normal, float(k + low), _narrowing(area, raw, int(k), spacing_mm, cut_off), lean)
+            for k in minima]
+
+
+def _narrowing(area: np.ndarray, raw: np.ndarray, k: int, spacing_mm: float, cut_off: tuple[bool, bool]) -> float:
+    """Plane ``k``'s smoothed area over the smaller of the largest smoothed areas within ``VERTEBRA_HEIGHT_MM``
+    below and above. Where that neighbourhood runs to an end of the piece that the scan cuts off (``cut_off``:
+    below, above), the raw areas count too: smoothing blurs the few slices of a sliver of vertebra at the edge
+    into the disc below it, and would hide the disc."""
     reach = max(1, round(VERTEBRA_HEIGHT_MM / spacing_mm))
     low, high = max(0, k - reach), min(len(area), k + 1 + reach)
     below, above, narrowest = area[low:k].max(initial=0), area[k + 1:high].max(initial=0), area[k]
-    if low == 0 and raw[0] > 0:
+    if low == 0 and cut_off[0]:
         below, narrowest = max(below, raw[low:k].max(initial=0)), min(narrowest, raw[k])
-    if high == len(raw) and raw[-1] > 0:
+    if high == len(raw) and cut_off[1]:
         above, narrowest = max(above, raw[k + 1:high].max(initial=0)), min(narrowest, raw[k])
     return float(narrowest / max(min(below, above), 1e-9))
 
 
-def _slabs(piece: np.ndarray, discs: list[int], hu: np.ndarray, spacing_mm: float) -> list[np.ndarray]:
-    """``piece`` cut at each disc slice. The slices more than ``DISC_BAND_MM`` from a disc seed their
-    vertebra; the rest (endplates, and the articular and spinous processes that reach past the disc level) go
-    to the seed they reach first through the brightest bone (marker watershed on the inverted HU), so a joint
-    or a ligament, not the slice, parts two vertebrae."""
+def _slabs(piece: np.ndarray, discs: list[_Disc], hu: np.ndarray, spacing_mm: float) -> list[np.ndarray]:
+    """``piece`` cut at each disc plane. The voxels more than ``DISC_BAND_MM`` from a disc seed their vertebra
+    (the band is a third of the slab where that is less); the rest (endplates, and the articular and spinous
+    processes that reach past the disc level) go to the seed they reach first through the brightest bone
+    (marker watershed on the inverted HU), so a joint or a ligament, not the plane, parts two vertebrae."""
     if not discs:
         return [piece]
-    edges = [0, *discs, piece.shape[2]]
+    points = np.argwhere(piece)
+    centre = np.rint(points.mean(axis=0))
+    above = np.stack([(points - centre) @ disc.normal - disc.offset for disc in discs], axis=1)
+    slab = np.count_nonzero(above > 0, axis=1)
+    heights = [float(points[:, 2].min() - centre[2]), *(disc.height for disc in discs),
+               float(points[:, 2].max() - centre[2])]
+    band = np.array([min(round(DISC_BAND_MM / spacing_mm), (high - low) // 3)
+                     for low, high in zip(heights[:-1], heights[1:])])
+    rows = np.arange(len(points))
+    clear_below = np.where(slab > 0, above[rows, np.maximum(slab - 1, 0)] >= band[slab], True)
+    clear_above = np.where(slab < len(discs), -above[rows, np.minimum(slab, len(discs) - 1)] > band[slab], True)
     seeds = np.zeros(piece.shape, np.int32)
-    for number, (low, high) in enumerate(zip(edges[:-1], edges[1:]), start=1):
-        band = min(round(DISC_BAND_MM / spacing_mm), (high - low) // 3)
-        core = slice(low + band * (low > 0), high - band * (high < piece.shape[2]))  # no band at the grid ends
-        seeds[:, :, core][piece[:, :, core]] = number
+    seed = clear_below & clear_above
+    seeds[tuple(points[seed].T)] = slab[seed] + 1
     vertebrae = watershed(-hu, markers=seeds, mask=piece)
-    return [vertebrae == number for number in range(1, len(edges))]
+    return [vertebrae == number for number in range(1, len(discs) + 2)]
 
 
 def _extent_mm(mask: np.ndarray, spacing_mm: float) -> float:
