@@ -526,6 +526,19 @@ def test_each_bone_gets_its_own_marrow_offset_and_the_rest_of_the_image_is_untou
     assert np.all(changed[20, :, :] == 0) and changed[0, 0, 0] == 0
 
 
+def test_a_low_density_draw_pairs_a_faint_cortex_with_fatty_marrow_and_old_configurations_draw_nothing():
+    from recon.segmentation.train import _low_density
+
+    augment = default_config()["augment"]
+    rng = np.random.default_rng(4)
+    assert _low_density(augment, rng) is augment and rng.uniform() == np.random.default_rng(4).uniform()
+    osteoporotic = {**augment, "low_density_probability": 1.0, "low_density_bone_scale": [0.15, 0.35],
+                    "low_density_offset_hu": [-120.0, -30.0]}
+    drawn = _low_density(osteoporotic, np.random.default_rng(4))
+    assert drawn["bone_scale"] == [0.15, 0.35] and drawn["bone_offset_hu"] == [-120.0, -30.0]
+    assert _low_density({**osteoporotic, "low_density_probability": 0.0}, rng)["bone_scale"] == augment["bone_scale"]
+
+
 def test_a_tight_crop_repeats_its_edge_voxels_to_the_patch_size_labels_alike():
     from recon.segmentation.train import training_crop
 

@@ -10,9 +10,11 @@ from recon.cli import main
 from recon.io.images import write_image
 from recon.io.labels import read_label_map
 from recon.io.loading import load_ct
-from recon.segmentation.accuracy import (HELD_OUT_SEED_BASE, held_out_phantoms, lumbar_crop, phantom_lumbar_crops,
-                                         totalsegmentator_example, tptbox_l3)
+from recon.geometry import Grid
+from recon.segmentation.accuracy import (HELD_OUT_SEED_BASE, held_out_phantoms, lumbar_crop, osteoporotic,
+                                         phantom_lumbar_crops, totalsegmentator_example, tptbox_l3)
 from recon.segmentation.model import load_model
+from recon.volume import LabelMap, Volume
 from tests.conftest import SHARED_DATA, shared_path
 
 SLACK = 0.02  # Dice may move this much with library versions before a change counts as a regression
@@ -113,3 +115,15 @@ def test_held_out_phantoms_hold_their_measured_dice(model):
 def test_held_out_phantoms_with_hip_replacements_hold_their_measured_dice(model):
     measured = held_out_phantoms(model, count=2, hip_replacement_probability=1.0)
     assert_holds(measured["dice_worst"], PINNED_HIP_REPLACEMENT_WORST)
+
+
+def test_low_density_bone_is_faint_and_nothing_else_changes():
+    grid = Grid((12, 12, 12), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))
+    hu = np.full(grid.shape, 40.0, np.float32)
+    hu[4:8, 4:8, 4:8], hu[5, 5, 5], hu[0, 0, 0] = 200.0, 1300.0, 1300.0  # cancellous, cortex, a bright speck
+    labels = np.zeros(grid.shape, np.uint8)
+    labels[4:8, 4:8, 4:8] = 1
+    faint = osteoporotic(Volume(grid, hu), LabelMap(grid, labels, {1: "vertebrae_L3"})).hu
+    assert faint[4, 4, 4] == 60 + 140 * 0.25 - 20 and faint[5, 5, 5] == 60 + 1240 * 0.25 - 20
+    changed = faint != hu
+    assert not changed[labels == 0].any() and faint[0, 0, 0] == 1300.0

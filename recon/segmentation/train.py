@@ -248,6 +248,7 @@ def training_crop(hu: np.ndarray, labels: np.ndarray, config: dict, rng: np.rand
         image = ndimage.zoom(image, factors, order=1, grid_mode=True, mode="nearest")
         target = ndimage.zoom(target, factors, order=0, grid_mode=True, mode="nearest")
         image, target = _fit(image, size, -1024.0), _fit(target, size, 0)
+    augment = _low_density(augment, rng)
     if "bone_offset_hu" in augment:
         image = _marrow_variation(image, target, augment, rng)
     image = _augment_intensity(image, augment, rng)
@@ -267,6 +268,17 @@ def _window(array: np.ndarray, start: np.ndarray, size: np.ndarray, fill) -> np.
     target = tuple(slice(src.start - s, src.stop - s) for src, s in zip(source, start))
     out[target] = array[source]
     return out
+
+
+def _low_density(augment: dict, rng: np.random.Generator) -> dict:
+    """With ``low_density_probability``, an osteoporotic skeleton: a faint cortex (``bone_scale`` drawn from
+    ``low_density_bone_scale``) and fatty marrow in every bone (``bone_offset_hu`` from ``low_density_offset_hu``)
+    together, as in an elderly patient, where independent draws of the two rarely pair them. A configuration
+    without the key draws nothing, so its random stream stays as it was."""
+    if "low_density_probability" not in augment or rng.uniform() >= augment["low_density_probability"]:
+        return augment
+    return {**augment, "bone_scale": augment["low_density_bone_scale"],
+            "bone_offset_hu": augment["low_density_offset_hu"]}
 
 
 def _marrow_variation(hu: np.ndarray, target: np.ndarray, augment: dict, rng: np.random.Generator) -> np.ndarray:
