@@ -228,25 +228,29 @@ def _discs(piece: np.ndarray, spacing_mm: float) -> list[_Disc]:
     between them still too tall for one vertebra holds a disc the network partly filled: it is cut at its
     narrowest minimum at most ``SHALLOW_DISC_AREA_SHARE`` of its neighbours, if it has one
     ``MIN_DISC_GAP_MM`` from both ends."""
-    points = np.argwhere(piece).astype(float)
-    centre = np.rint(points.mean(axis=0))
+    _, centred = _centred(piece)
     cut_off = (bool(piece[:, :, 0].any()), bool(piece[:, :, -1].any()))
     candidates = sorted((disc for normal, lean in DISC_PLANES
-                         for disc in _narrowings(points - centre, normal, lean, spacing_mm, cut_off)),
+                         for disc in _narrowings(centred, normal, lean, spacing_mm, cut_off)),
                         key=lambda disc: disc.rank)
     gap = MIN_DISC_GAP_MM / spacing_mm
     discs: list[_Disc] = []
     for disc in candidates:
         if disc.narrowing <= DISC_AREA_SHARE and all(abs(disc.height - kept.height) >= gap for kept in discs):
             discs.append(disc)
-    bottom, top = points[:, 2].min() - centre[2], points[:, 2].max() - centre[2]
-    ends = [float(bottom), *sorted(disc.height for disc in discs), float(top)]
+    ends = [float(centred[:, 2].min()), *sorted(disc.height for disc in discs), float(centred[:, 2].max())]
     for low, high in zip(ends[:-1], ends[1:]):
         if (high - low + 1) * spacing_mm > MAX_VERTEBRA_SLAB_MM:
             inner = [d for d in candidates if low + gap <= d.height <= high - gap
                      and d.narrowing <= SHALLOW_DISC_AREA_SHARE]
             discs += inner[:1]
     return sorted(discs, key=lambda disc: disc.height)
+
+
+def _centred(piece: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The piece's voxel indices, and the same about the voxel nearest its centre of mass (``_Disc``'s centre)."""
+    points = np.argwhere(piece)
+    return points, points - np.rint(points.mean(axis=0))
 
 
 def _narrowings(points: np.ndarray, normal: np.ndarray, lean: float, spacing_mm: float,
@@ -283,12 +287,10 @@ def _slabs(piece: np.ndarray, discs: list[_Disc], hu: np.ndarray, spacing_mm: fl
     (marker watershed on the inverted HU), so a joint or a ligament, not the plane, parts two vertebrae."""
     if not discs:
         return [piece]
-    points = np.argwhere(piece)
-    centre = np.rint(points.mean(axis=0))
-    above = np.stack([(points - centre) @ disc.normal - disc.offset for disc in discs], axis=1)
+    points, centred = _centred(piece)
+    above = np.stack([centred @ disc.normal - disc.offset for disc in discs], axis=1)
     slab = np.count_nonzero(above > 0, axis=1)
-    heights = [float(points[:, 2].min() - centre[2]), *(disc.height for disc in discs),
-               float(points[:, 2].max() - centre[2])]
+    heights = [float(centred[:, 2].min()), *(disc.height for disc in discs), float(centred[:, 2].max())]
     band = np.array([min(round(DISC_BAND_MM / spacing_mm), (high - low) // 3)
                      for low, high in zip(heights[:-1], heights[1:])])
     rows = np.arange(len(points))
