@@ -12,7 +12,7 @@ from recon.geometry import Grid
 from recon.io.labels import read_label_map
 from recon.io.loading import load_ct
 from recon.phantom import make_phantom
-from recon.phantom.implants import HEAD_DIAMETER_MM, METAL_THRESHOLD_HU
+from recon.phantom.implants import FIXATIONS, HEAD_DIAMETER_MM, METAL_THRESHOLD_HU
 from recon.phantom.render import Paint, render
 from recon.phantom.shapes import Sphere
 from recon.phantom.synth import synthesize
@@ -201,6 +201,29 @@ def test_a_hemiarthroplasty_is_a_metal_head_as_large_as_the_native_one_held_by_t
     near = reach[reach < radius + 10]
     spacing = max(phantom.ct.grid.spacing_mm)
     assert radius - spacing < near.max() < radius + spacing  # not the 14-18 mm ball of a total replacement
+
+
+def test_a_fixed_hip_fracture_keeps_the_native_head_and_its_metal_is_femur_up_to_the_head():
+    tall = {"shape": (112, 112, 150), "spacing_mm": (3.0, 3.0, 3.0)}  # down the femoral shafts
+    plain, fixed = make_phantom(4, **tall), make_phantom(4, hip_fixation_probability=1.0, **tall)
+    assert fixed.truth["generator"]["parameters"]["hip_fixations"] == ["left", "right"]
+    kinds = {side: hip["fixation"] for side, hip in fixed.truth["hips"].items()}
+    assert kinds == {"left": "cannulated screws", "right": "sliding hip screw"} and set(kinds.values()) < set(FIXATIONS)
+    metal = np.argwhere(fixed.ct.hu > METAL_THRESHOLD_HU)
+    grid = fixed.labels.grid
+    for side, hip in fixed.truth["hips"].items():
+        femur_id = LABEL_IDS[f"femur_{side}"]
+        native = plain.labels.labels == femur_id
+        assert not (native & (fixed.labels.labels != femur_id)).any()  # the head is kept, the metal is femur
+        center, radius = np.asarray(hip["femoral_head_center_lps_mm"]), hip["femoral_head_radius_mm"]
+        side_metal = metal[(grid.index_to_lps(metal)[:, 0] - center[0]) * np.sign(center[0]) > 0]
+        assert np.all(fixed.labels.labels[tuple(side_metal.T)] == femur_id)
+        offsets = grid.index_to_lps(side_metal) - center
+        assert 1.0 < np.linalg.norm(offsets, axis=1).min() < radius / 2  # up the neck into the head, not through it
+        assert (offsets[:, 2].min() < -90.0) == (kinds[side] == "sliding hip screw")  # its plate runs down the shaft
+    top = slice(metal[:, 2].max() + 5, None)
+    assert np.array_equal(plain.ct.hu[:, :, top], fixed.ct.hu[:, :, top])
+    assert plain.truth["vertebrae"] == fixed.truth["vertebrae"]
 
 
 def test_a_smaller_labelled_share_labels_the_partial_volume_voxels_at_a_bones_edge():

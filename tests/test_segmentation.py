@@ -15,12 +15,13 @@ from recon.errors import InputError
 from recon.geometry import Grid
 from recon.io.images import write_image
 from recon.phantom import make_phantom
+from recon.phantom.implants import METAL_THRESHOLD_HU
 from recon.segmentation.datasets import load_user_dataset
 from recon.segmentation.levels import assign_levels, level_anchor
 from recon.segmentation.model import build_network, load_model, save_model
 from recon.segmentation.sources import existing_labels
-from recon.segmentation.train import (LABELS, code_revision, default_config, dice_ce_loss, labels_for, train,
-                                      training_step)
+from recon.segmentation.train import (LABELS, code_revision, default_config, dice_ce_loss, labels_for,
+                                      phantom_sample, train, training_step)
 from recon.volume import Volume
 from tests.conftest import shared_path
 
@@ -412,6 +413,15 @@ def test_a_bfloat16_training_step_gives_the_float32_loss_to_bfloat16_precision_a
     assert losses["bfloat16"] != losses["float32"]  # the forward pass did run in bfloat16
     assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=0.02)
     assert all(tensor.dtype == torch.float32 for tensor in weights["bfloat16"].values() if tensor.is_floating_point())
+
+
+def test_training_phantoms_carry_hip_fixations_when_the_configuration_asks_for_them(tmp_path):
+    config = small_training_config(tmp_path)
+    plain, _ = phantom_sample(config, 0)
+    fixed, labels = phantom_sample(config | {"hip_fixation_probability": 1.0}, 0)
+    assert not (plain > METAL_THRESHOLD_HU).any()
+    metal = fixed > METAL_THRESHOLD_HU
+    assert metal.any() and set(np.unique(labels[metal]).tolist()) <= {LABEL_IDS["femur_left"], LABEL_IDS["femur_right"]}
 
 
 def test_fine_tuning_starts_from_the_given_model_and_records_where_it_started(tmp_path):

@@ -34,21 +34,23 @@ class Phantom:
 def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] | None = None,
                  spacing_mm: tuple[float, float, float] | None = None, contrast: bool | None = None,
                  label_other_bone: bool = False, hip_replacement_probability: float = 0.0,
-                 labelled_share: float = GEOMETRIC_SHARE) -> Phantom:
+                 hip_fixation_probability: float = 0.0, labelled_share: float = GEOMETRIC_SHARE) -> Phantom:
     """A synthetic CT of the lower spine and hips with labels and truth, reproducible from ``seed``.
 
     ``size`` picks a preset grid (``"small"``: 128^3 at 2 mm; ``"clinical"``: 512 x 512 x 300 at
     0.7 x 0.7 x 1.0 mm); ``shape`` and ``spacing_mm`` override it. ``contrast`` forces contrast-enhanced
     vessels and kidneys on or off (default: drawn, 70% on). ``label_other_bone`` also labels the ribs and the
     vertebrae above T11 (``OTHER_BONE``, where no named bone is), for training; the image stays the same.
-    Each hip carries a total hip replacement with ``hip_replacement_probability`` (``implants.py``).
+    Each hip carries a hip replacement with ``hip_replacement_probability``, and each hip not replaced a hip
+    fracture fixation with ``hip_fixation_probability`` (``implants.py``).
     ``labelled_share``: how much of a voxel must lie inside a bone for it to carry the bone's label (0.5, the
     default, is the geometric truth; training labels partial-volume edge voxels as reference segmentations do).
     """
     if size not in SIZES:
         raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
     options = {"size": size, "shape": shape, "spacing_mm": spacing_mm, "contrast": contrast,
-               "hip_replacement_probability": hip_replacement_probability, "labelled_share": labelled_share}
+               "hip_replacement_probability": hip_replacement_probability,
+               "hip_fixation_probability": hip_fixation_probability, "labelled_share": labelled_share}
     rng = np.random.default_rng(seed)
     detail_rng = np.random.default_rng((int(seed), 1))  # thorax, bowel content: leaves rng's draws as they were
     tissue = _draw_tissue(rng, contrast)
@@ -62,8 +64,12 @@ def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] 
     origin = np.array([rng.uniform(-10, 10), rng.uniform(-10, 10), 0.0])
     implant_rng = np.random.default_rng((int(seed), 4))  # leaves rng's draws as they were
     replaced = {side: implant_rng for side in ("left", "right") if implant_rng.uniform() < hip_replacement_probability}
+    fixation_rng = np.random.default_rng((int(seed), 5))  # leaves the other generators' draws as they were
+    fixed = {side: fixation_rng for side in ("left", "right")
+             if fixation_rng.uniform() < hip_fixation_probability and side not in replaced}
     s1_center, s1_rotation, pelvis_soft, pelvis_bone, pelvis_truth = build_pelvis(
-        pelvis_params, origin, rotation, tissue, rng, cortex_mm=cortex_mm["pelvis"], replaced=replaced)
+        pelvis_params, origin, rotation, tissue, rng, cortex_mm=cortex_mm["pelvis"], replaced=replaced,
+        fixed=fixed)
     spine_soft, spine_bone, vertebrae = build_spine(rng, s1_center, s1_rotation,
                                                    pelvis_params["lumbar_lordosis_deg"], tissue,
                                                    cortex_mm=cortex_mm["vertebra"], detail_rng=detail_rng)
@@ -76,7 +82,7 @@ def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] 
     )
     hu, labels = render(grid, body + table + spine_soft + pelvis_soft + spine_bone + pelvis_bone,
                         background_hu=tissue["air"], labelled_share=labelled_share)
-    if replaced:
+    if replaced or fixed:
         hu = metal_streaks(hu, grid, implant_rng)
     ct = Volume(grid, apply_imaging(hu, grid, imaging, rng))
     if label_other_bone:
@@ -96,7 +102,8 @@ def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] 
             "options": options,
             "parameters": {"pelvis": pelvis_params, "tissue_hu": tissue, "cortex_mm": cortex_mm, "body": body_params,
                            "patient_tilt_deg": tilt_deg.tolist(),
-                           "hip_replacements": sorted(replaced), "imaging": imaging.__dict__,
+                           "hip_replacements": sorted(replaced), "hip_fixations": sorted(fixed),
+                           "imaging": imaging.__dict__,
                            "grid": {"shape": list(grid.shape), "spacing_mm": list(grid.spacing_mm),
                                     "origin_lps_mm": list(grid.origin_lps_mm)}},
         },

@@ -1,4 +1,4 @@
-"""Hip replacements in phantoms, total and hemi, and the streaks their metal casts on CT.
+"""Hip replacements and hip fracture fixations in phantoms, and the streaks their metal casts on CT.
 
 Patients planned for surgery often carry an implant already, most often a hip replacement on the other side.
 Its metal saturates the CT (3071 HU, the top of a 12-bit reconstruction) and streaks the slices it lies in;
@@ -15,6 +15,16 @@ Sizes, typical of primary hip replacements in adults:
 A share of them (``HEMIARTHROPLASTY_SHARE``) are hemiarthroplasties, the usual repair of a femoral neck
 fracture in the elderly: no cup, a metal head as large as the native one in the native acetabulum, and the
 same stem.
+
+A hip fracture fixed rather than replaced keeps the native head and holds it with metal (``hip_fixation``),
+one of ``FIXATIONS``, sized as the common implants are:
+- cannulated screws: two or three parallel 6.5-7.3 mm screws up the neck from below the greater trochanter,
+  their tips 5-12 mm short of the head's surface;
+- a sliding hip screw: a 10-12.5 mm lag screw up the neck, a 13-14 mm barrel through the lateral cortex, and
+  a side plate (19 mm wide, 5-6 mm thick) down the lateral shaft held by 4.5 mm cortical screws every 16 mm;
+- a cephalomedullary nail: 15.5-17 mm at the top of the greater trochanter, 10-12 mm down the canal
+  (170-240 mm long), a 10.5-11 mm lag screw or blade through it up the neck, and a 5 mm distal locking screw.
+The metal is labelled as the femur, as the bone that holds it (and as TotalSegmentator's masks mark it).
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ from skimage.transform import iradon, radon
 
 from recon.geometry import Grid
 from recon.phantom.render import Paint
-from recon.phantom.shapes import Capsule, Difference, HalfSpace, Intersection, Sphere, Union
+from recon.phantom.shapes import Capsule, Cylinder, Difference, HalfSpace, Intersection, Sphere, Union
 
 METAL_HU = (2500.0, 3071.0)
 POLYETHYLENE_HU = (-110.0, -80.0)
@@ -40,6 +50,15 @@ STREAK_HU = (100.0, 700.0)  # the 99th percentile of the streaks' size, drawn pe
 METAL_THRESHOLD_HU = 2400.0  # above any bone, for finding the metal the streaks come from
 PROJECTIONS = 90
 HEMIARTHROPLASTY_SHARE = 0.4
+FIXATIONS = ("cannulated screws", "sliding hip screw", "cephalomedullary nail")
+TIP_SHORT_OF_HEAD_SURFACE_MM = (5.0, 12.0)
+CANNULATED_SCREW_RADIUS_MM = (3.25, 3.65)
+LAG_SCREW_RADIUS_MM = (5.0, 6.25)
+BARREL_RADIUS_MM, BARREL_LENGTH_MM = (6.5, 7.0), (25.0, 38.0)
+PLATE_HALF_WIDTH_MM, PLATE_THICKNESS_MM, PLATE_LENGTH_MM = 9.5, (5.0, 6.0), (50.0, 130.0)
+CORTICAL_SCREW_RADIUS_MM, CORTICAL_SCREW_PITCH_MM = 2.25, 16.0
+NAIL_RADIUS_MM, NAIL_LENGTH_MM = ((7.75, 8.5), (5.0, 6.0)), (170.0, 240.0)  # (proximal, distal) radius
+LOCKING_SCREW_RADIUS_MM = 2.5
 
 
 def hip_replacement(hip: dict, rng: np.random.Generator, labels: dict[str, int]) -> tuple[str, list[Paint]]:
@@ -68,6 +87,83 @@ def hip_replacement(hip: dict, rng: np.random.Generator, labels: dict[str, int])
                         stem]
     return "total", [Paint(resected, scar, 0), Paint(liner, polyethylene), Paint(cup, metal, labels["hip"]),
                      Paint(Sphere(center, head_radius), metal, labels["femur"]), stem]
+
+
+def hip_fixation(hip: dict, rng: np.random.Generator, femur_label: int) -> tuple[str, list[Paint]]:
+    """The kind of fixation (one of ``FIXATIONS``) and the metal paints, drawn after the bones, that fix a
+    fracture of the femur's neck or trochanters. ``hip`` holds the joint's geometry as for ``hip_replacement``,
+    with ``shaft_radius`` (the femoral shaft's outer radius) as well."""
+    kind = FIXATIONS[int(rng.integers(len(FIXATIONS)))]
+    metal = float(rng.uniform(*METAL_HU))
+    neck = _NeckAxis(hip, rng)
+    if kind == "cannulated screws":
+        parts = neck.parallel_screws(int(rng.integers(2, 4)), rng.uniform(*CANNULATED_SCREW_RADIUS_MM))
+    elif kind == "sliding hip screw":
+        parts = [neck.lag_screw(rng), neck.barrel(rng), *neck.side_plate(rng)]
+    else:
+        parts = [neck.lag_screw(rng), *neck.nail(rng)]
+    return kind, [Paint(part, metal, femur_label) for part in parts]
+
+
+class _NeckAxis:
+    """The femoral neck's axis from where it leaves the lateral cortex (``entry``) to the head, and the shaft's
+    frame there (``up`` the shaft, ``lateral`` away from the head), for placing fixation metal."""
+
+    def __init__(self, hip: dict, rng: np.random.Generator):
+        self.center, self.axis = np.asarray(hip["head_center"]), np.asarray(hip["neck_direction"])
+        self.up, self.base = np.asarray(hip["shaft_up"]), np.asarray(hip["neck_base"])
+        self.head_radius, self.shaft_radius = hip["head_radius"], hip["shaft_radius"]
+        medial = self.axis - (self.axis @ self.up) * self.up  # the neck base lies on the shaft's axis
+        self.lateral = -medial / np.linalg.norm(medial)
+        self.entry = self.base - self.axis * self.shaft_radius / np.linalg.norm(medial)
+        self.tip_short_mm = rng.uniform(*TIP_SHORT_OF_HEAD_SURFACE_MM)
+
+    def parallel_screws(self, count: int, radius: float) -> list[Capsule]:
+        """``count`` screws parallel to the axis, a third of the head's radius from it: one above the other for
+        two, an inverted triangle for three."""
+        superior = self.up - (self.up @ self.axis) * self.axis
+        superior /= np.linalg.norm(superior)
+        across = np.cross(self.axis, superior)
+        spread = 0.35 * self.head_radius
+        angles = np.radians([180.0, 0.0] if count == 2 else [180.0, 60.0, -60.0])
+        reach = np.sqrt(self.head_radius**2 - spread**2) - self.tip_short_mm
+        return [Capsule(self.entry + offset - self.axis * 3.0, self.center + offset + self.axis * reach, radius)
+                for offset in (spread * (np.cos(a) * superior + np.sin(a) * across) for a in angles)]
+
+    def lag_screw(self, rng: np.random.Generator) -> Capsule:
+        tip = self.center + self.axis * (self.head_radius - self.tip_short_mm)
+        return Capsule(self.entry - self.axis * 3.0, tip, rng.uniform(*LAG_SCREW_RADIUS_MM))
+
+    def barrel(self, rng: np.random.Generator) -> Capsule:
+        return Capsule(self.entry - self.axis * 4.0, self.entry + self.axis * rng.uniform(*BARREL_LENGTH_MM),
+                       rng.uniform(*BARREL_RADIUS_MM))
+
+    def side_plate(self, rng: np.random.Generator) -> list:
+        """A plate on the lateral cortex from the barrel down, and a cortical screw through the shaft every
+        ``CORTICAL_SCREW_PITCH_MM``."""
+        length, thickness = rng.uniform(*PLATE_LENGTH_MM), rng.uniform(*PLATE_THICKNESS_MM)
+        top = (self.entry - self.base) @ self.up
+        outward = self.shaft_radius + thickness / 2
+        frame = np.column_stack([np.cross(self.lateral, self.up), self.lateral, self.up])
+        parts = [Cylinder(self.base + self.up * (top - length / 2) + self.lateral * outward, frame,
+                          PLATE_HALF_WIDTH_MM, thickness / 2, length / 2)]
+        for height in np.arange(top - 12.0, top - length, -CORTICAL_SCREW_PITCH_MM):
+            on_axis = self.base + self.up * height
+            parts.append(Capsule(on_axis + self.lateral * (outward + thickness / 2),
+                                 on_axis - self.lateral * (self.shaft_radius + 2.0), CORTICAL_SCREW_RADIUS_MM))
+        return parts
+
+    def nail(self, rng: np.random.Generator) -> list[Capsule]:
+        """From the greater trochanter's tip into the canal: the wide proximal part down past the lag screw,
+        then the distal part along the shaft's axis, locked by a screw across the shaft near its tip."""
+        top = self.base + self.up * 40.0 + self.lateral * 8.0
+        waist = self.base - self.up * 30.0
+        tip = self.base + self.up * 40.0 - self.up * rng.uniform(*NAIL_LENGTH_MM)
+        proximal, distal = (rng.uniform(*span) for span in NAIL_RADIUS_MM)
+        lock = tip + self.up * 25.0
+        lock_screw = Capsule(lock + self.lateral * (self.shaft_radius + 3.0),
+                             lock - self.lateral * (self.shaft_radius + 2.0), LOCKING_SCREW_RADIUS_MM)
+        return [Capsule(top, waist, proximal), Capsule(waist, tip, distal), lock_screw]
 
 
 def _stem(hip: dict, cut: np.ndarray, rng: np.random.Generator) -> Union:

@@ -13,7 +13,7 @@ from itertools import pairwise
 import numpy as np
 
 from recon.anatomy import LABEL_IDS
-from recon.phantom.implants import hip_replacement
+from recon.phantom.implants import hip_fixation, hip_replacement
 from recon.phantom.morphometry import PELVIS_DETAIL_RANGES, PELVIS_RANGES, draw
 from recon.phantom.render import Paint
 from recon.phantom.shapes import (Capsule, Cylinder, Difference, Ellipsoid, HalfSpace, Intersection, Offset,
@@ -35,10 +35,11 @@ def draw_pelvis(rng: np.random.Generator, detail_rng: np.random.Generator) -> di
 
 def build_pelvis(params: dict, origin: np.ndarray, rotation: np.ndarray, tissue: dict[str, float],
                  rng: np.random.Generator, *, cortex_mm: float = 1.5,
-                 replaced: dict[str, np.random.Generator] | None = None):
+                 replaced: dict[str, np.random.Generator] | None = None,
+                 fixed: dict[str, np.random.Generator] | None = None):
     """Returns (S1 endplate centre, S1 frame, soft paints, bone paints, truth of hips and landmarks);
     the sacrum and hip bones get a cortical shell ``cortex_mm`` thick. ``replaced`` maps the sides that carry a
-    hip replacement to the generator that draws it."""
+    hip replacement to the generator that draws it, ``fixed`` those whose femur carries a fracture fixation."""
 
     def world(local):
         return origin + rotation @ np.asarray(local, float)
@@ -72,10 +73,13 @@ def build_pelvis(params: dict, origin: np.ndarray, rotation: np.ndarray, tissue:
         bones += [Paint(hip, tissue["cortical"], ids["hip"], layers=((cortex_mm, cancellous),)),
                   Paint(femur, tissue["cortical"], ids["femur"]),
                   Paint(femur_cancellous, cancellous), Paint(marrow, tissue["marrow"])]
-        replacement = None
+        replacement = fixation = None
         if side_name in (replaced or {}):
             joint |= {"cup_opening": opening, "acetabulum_radius": acetabulum_radius}
             replacement, implant = hip_replacement(joint, replaced[side_name], ids)
+            bones += implant
+        elif side_name in (fixed or {}):
+            fixation, implant = hip_fixation(joint, fixed[side_name], ids["femur"])
             bones += implant
         hips[side_name] = {
             "femoral_head_center_lps_mm": center.tolist(),
@@ -87,6 +91,7 @@ def build_pelvis(params: dict, origin: np.ndarray, rotation: np.ndarray, tissue:
             "neck_shaft_angle_deg": params["neck_shaft_angle_deg"],
             "femoral_anteversion_deg": params["femoral_anteversion_deg"],
             "replacement": replacement,
+            "fixation": fixation,
         }
         landmarks[f"asis_{side_name}"] = world(asis_local).tolist()
         landmarks[f"pubic_tubercle_{side_name}"] = world(tubercle_local).tolist()
@@ -213,5 +218,6 @@ def _femur(side, params, world, rotation, center_local, head_radius):
     cancellous = Intersection((Offset(femur, -1.5), HalfSpace(world(canal_top), -up)))
     marrow = Capsule(world(canal_top), world(shaft_end), radius - params["femoral_cortex_mm"])
     joint = {"head_center": world(center_local), "head_radius": head_radius, "neck_direction": rotation @ head_dir,
-             "neck_base": world(base), "shaft_up": up, "canal_radius": radius - params["femoral_cortex_mm"]}
+             "neck_base": world(base), "shaft_up": up, "shaft_radius": radius,
+             "canal_radius": radius - params["femoral_cortex_mm"]}
     return femur, cancellous, marrow, joint

@@ -210,7 +210,7 @@ _PHANTOM_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
 def phantom_sample(config: dict, number: int) -> tuple[np.ndarray, np.ndarray]:
     """Phantom ``number`` of this run at the model's spacing: (HU float32, class ids uint8)."""
-    key = (config["seed"], number)
+    key = (json.dumps(config, sort_keys=True), number)  # another configuration draws other phantoms
     if key not in _PHANTOM_CACHE:
         _PHANTOM_CACHE.clear()
         spacing = (config["spacing_mm"],) * 3
@@ -218,6 +218,7 @@ def phantom_sample(config: dict, number: int) -> tuple[np.ndarray, np.ndarray]:
                                shape=tuple(config["phantom_shape"]), spacing_mm=spacing,
                                label_other_bone=bool(config.get("other_bone_class")),
                                hip_replacement_probability=float(config.get("hip_replacement_probability", 0.0)),
+                               hip_fixation_probability=float(config.get("hip_fixation_probability", 0.0)),
                                labelled_share=labelled_share_of(config))
         _PHANTOM_CACHE[key] = (phantom.ct.hu.astype(np.float32), phantom.labels.labels.astype(np.uint8))
     return _PHANTOM_CACHE[key]
