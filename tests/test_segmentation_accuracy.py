@@ -58,6 +58,12 @@ PINNED_HIP_REPLACEMENT_WORST = {
     "hip_left": 0.8015,
     "hip_right": 0.7821,
 }
+PINNED_HIP_FIXATION_WORST = {  # held-out phantom 950000001: a cephalomedullary nail left, cannulated screws right
+    "femur_left": 0.8066,
+    "femur_right": 0.814,
+    "hip_left": 0.8015,
+    "hip_right": 0.7821,
+}
 
 
 def assert_holds(measured: dict, pinned: dict) -> None:
@@ -115,6 +121,11 @@ def test_held_out_phantoms_hold_their_measured_dice(model):
 def test_held_out_phantoms_with_hip_replacements_hold_their_measured_dice(model):
     measured = held_out_phantoms(model, count=2, hip_replacement_probability=1.0)
     assert_holds(measured["dice_worst"], PINNED_HIP_REPLACEMENT_WORST)
+
+
+def test_held_out_phantoms_with_fixed_hip_fractures_hold_their_measured_dice(model):
+    measured = held_out_phantoms(model, count=2, hip_fixation_probability=1.0)
+    assert_holds(measured["dice_worst"], PINNED_HIP_FIXATION_WORST)
 
 
 def test_low_density_bone_is_faint_and_nothing_else_changes():
