@@ -23,7 +23,7 @@ one of ``FIXATIONS``, sized as the common implants are:
 - a sliding hip screw: a 10-12.5 mm lag screw up the neck, a 13-14 mm barrel through the lateral cortex, and
   a side plate (19 mm wide, 5-6 mm thick) down the lateral shaft held by 4.5 mm cortical screws every 16 mm;
 - a cephalomedullary nail: 15.5-17 mm at the top of the greater trochanter, 10-12 mm down the canal
-  (170-240 mm long), a 10.5-11 mm lag screw or blade through it up the neck, and a 5 mm distal locking screw.
+  (170-240 mm long), a lag screw as above through it up the neck, and a 5 mm distal locking screw.
 The metal is labelled as the femur, as the bone that holds it (and as TotalSegmentator's masks mark it).
 """
 
