@@ -126,13 +126,16 @@ class _NeckAxis:
         across = np.cross(self.axis, superior)
         spread = 0.35 * self.head_radius
         angles = np.radians([180.0, 0.0] if count == 2 else [180.0, 60.0, -60.0])
-        reach = np.sqrt(self.head_radius**2 - spread**2) - self.tip_short_mm
-        return [Capsule(self.entry + offset - self.axis * 3.0, self.center + offset + self.axis * reach, radius)
-                for offset in (spread * (np.cos(a) * superior + np.sin(a) * across) for a in angles)]
+        return [self._screw(spread * (np.cos(a) * superior + np.sin(a) * across), radius) for a in angles]
 
     def lag_screw(self, rng: np.random.Generator) -> Capsule:
-        tip = self.center + self.axis * (self.head_radius - self.tip_short_mm)
-        return Capsule(self.entry - self.axis * 3.0, tip, rng.uniform(*LAG_SCREW_RADIUS_MM))
+        return self._screw(np.zeros(3), rng.uniform(*LAG_SCREW_RADIUS_MM))
+
+    def _screw(self, offset: np.ndarray, radius: float) -> Capsule:
+        """A screw parallel to the axis, ``offset`` from it, from just outside the lateral cortex to
+        ``tip_short_mm`` short of the head's surface."""
+        reach = np.sqrt(self.head_radius**2 - offset @ offset) - self.tip_short_mm
+        return Capsule(self.entry + offset - self.axis * 3.0, self.center + offset + self.axis * reach, radius)
 
     def barrel(self, rng: np.random.Generator) -> Capsule:
         return Capsule(self.entry - self.axis * 4.0, self.entry + self.axis * rng.uniform(*BARREL_LENGTH_MM),
