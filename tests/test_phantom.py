@@ -242,15 +242,53 @@ def test_a_smaller_labelled_share_labels_the_partial_volume_voxels_at_a_bones_ed
     assert hu_next_to_edges < 0.5 * hu_next_to_bone
 
 
-def test_the_coccyx_carries_the_sacrum_on_below_its_apex_curving_forward():
+SACRUM = {"sacrum_length_mm": 110.0, "sacral_bend_mm": 20.0, "coccyx_length_mm": 40.0}
+AURICULAR_SACRUM = SACRUM | {"auricular_height_mm": 60.0, "interauricular_half_width_mm": 50.0,
+                             "sacral_apex_half_depth_mm": 4.0, "sacral_sweep_deg": 20.0}
+
+
+def _sacrum_points(params: dict) -> np.ndarray:
+    """Points on a 2 mm lattice inside the sacrum, in its frame: left, posterior, up; S1 endplate centre at 0."""
     from recon.phantom.pelvis import _sacrum
 
-    frame = np.eye(3)  # sacral frame: left, posterior, up; S1 endplate centre at the origin
     points = np.stack(np.meshgrid(*[np.arange(-79.5, 80.0, 2.0)] * 2 + [np.arange(-199.5, 0.0, 2.0)],
                                   indexing="ij"), axis=-1).reshape(-1, 3)
-    sacrum = points[_sacrum(np.zeros(3), frame, 110.0, 20.0, 40.0).sdf(points) <= 0]
+    return points[_sacrum(np.zeros(3), np.eye(3), params).sdf(points) <= 0]
+
+
+def test_the_coccyx_carries_the_sacrum_on_below_its_apex_curving_forward():
+    sacrum = _sacrum_points(SACRUM)
     apex = np.array([0.0, 24.0 - 20.0, -110.0])  # where the sacral curve ends (bent 20 mm forward)
     tail = sacrum[sacrum[:, 2] < apex[2] - 10.0]
     assert sacrum[:, 2].min() < apex[2] - 20.0
     assert tail[:, 1].mean() < apex[1] - 5.0  # in front of the apex
     assert np.ptp(tail[:, 0]) < 20.0  # narrow
+
+
+def test_an_auricular_sacrum_keeps_its_width_down_the_auricular_surface_then_narrows_to_a_plate_concave_in_front():
+    narrowing, auricular = _sacrum_points(SACRUM), _sacrum_points(AURICULAR_SACRUM)
+
+    def band(points, depth_mm):
+        return points[np.abs(points[:, 2] + depth_mm) < 2.0]
+
+    assert np.ptp(band(auricular, 50)[:, 0]) > 0.9 * 2 * 50.0 > np.ptp(band(narrowing, 50)[:, 0]) + 20.0
+    for depth_mm in (70, 85, 100):  # below the auricular surface: narrowing, still wider than the older shape
+        assert np.ptp(band(narrowing, depth_mm)[:, 0]) < np.ptp(band(auricular, depth_mm)[:, 0]) < 2 * 50.0
+    lower = band(auricular, 70)
+    wings, middle = lower[np.abs(lower[:, 0]) > 20.0], lower[np.abs(lower[:, 0]) < 8.0]
+    assert wings[:, 1].mean() < middle[:, 1].mean() - 5.0  # the wings lie forward: concave in front
+    assert np.ptp(band(auricular, 85)[np.abs(band(auricular, 85)[:, 0]) > 20.0][:, 1]) <= 10.0  # a thin plate
+    assert np.array_equal(narrowing, _sacrum_points(SACRUM | {"sacral_sweep_deg": 20.0}))  # needs its height
+
+
+def test_make_phantom_draws_an_auricular_sacrum_with_its_probability_and_leaves_the_spine_as_it_was():
+    grid = {"shape": (64, 64, 80), "spacing_mm": (4.0, 4.0, 4.0)}
+    plain, auricular = make_phantom(7, **grid), make_phantom(7, auricular_sacrum_probability=1.0, **grid)
+    drawn = auricular.truth["generator"]["parameters"]["pelvis"]
+    assert 50.0 <= drawn["auricular_height_mm"] <= 72.0 and "auricular_height_mm" not in (
+        plain.truth["generator"]["parameters"]["pelvis"])
+    sacrum = LABEL_IDS["sacrum"]
+    assert (auricular.labels.labels == sacrum).sum() > 1.05 * (plain.labels.labels == sacrum).sum()
+    assert plain.truth["vertebrae"] == auricular.truth["vertebrae"]
+    assert np.array_equal(plain.labels.labels == LABEL_IDS["vertebrae_L3"],
+                          auricular.labels.labels == LABEL_IDS["vertebrae_L3"])

@@ -424,6 +424,14 @@ def test_training_phantoms_carry_hip_fixations_when_the_configuration_asks_for_t
     assert metal.any() and set(np.unique(labels[metal]).tolist()) <= {LABEL_IDS["femur_left"], LABEL_IDS["femur_right"]}
 
 
+def test_training_phantoms_carry_an_auricular_sacrum_when_the_configuration_asks_for_it(tmp_path):
+    config = small_training_config(tmp_path)
+    sacrum = LABEL_IDS["sacrum"]
+    plain = phantom_sample(config, 0)[1] == sacrum
+    auricular = phantom_sample(config | {"auricular_sacrum_probability": 1.0}, 0)[1] == sacrum
+    assert auricular.sum() > plain.sum()
+
+
 def test_fine_tuning_starts_from_the_given_model_and_records_where_it_started(tmp_path):
     config = small_training_config(tmp_path, steps=1, learning_rate=1e-9, hip_replacement_probability=1.0)
     torch.manual_seed(123)  # another start than the run's own seed would give

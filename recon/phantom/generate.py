@@ -10,7 +10,7 @@ from recon.anatomy import LABEL_NAMES, OTHER_BONE, OTHER_BONE_ID
 from recon.geometry import Grid
 from recon.phantom.body import build_body
 from recon.phantom.implants import metal_streaks
-from recon.phantom.morphometry import CORTEX_MM, TISSUE_HU_RANGES, draw
+from recon.phantom.morphometry import AURICULAR_SACRUM_RANGES, CORTEX_MM, TISSUE_HU_RANGES, draw
 from recon.phantom.pelvis import build_pelvis, draw_pelvis
 from recon.phantom.render import GEOMETRIC_SHARE, Imaging, apply_imaging, render
 from recon.phantom.shapes import rotation_about
@@ -34,7 +34,8 @@ class Phantom:
 def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] | None = None,
                  spacing_mm: tuple[float, float, float] | None = None, contrast: bool | None = None,
                  label_other_bone: bool = False, hip_replacement_probability: float = 0.0,
-                 hip_fixation_probability: float = 0.0, labelled_share: float = GEOMETRIC_SHARE) -> Phantom:
+                 hip_fixation_probability: float = 0.0, auricular_sacrum_probability: float = 0.0,
+                 labelled_share: float = GEOMETRIC_SHARE) -> Phantom:
     """A synthetic CT of the lower spine and hips with labels and truth, reproducible from ``seed``.
 
     ``size`` picks a preset grid (``"small"``: 128^3 at 2 mm; ``"clinical"``: 512 x 512 x 300 at
@@ -42,7 +43,8 @@ def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] 
     vessels and kidneys on or off (default: drawn, 70% on). ``label_other_bone`` also labels the ribs and the
     vertebrae above T11 (``OTHER_BONE``, where no named bone is), for training; the image stays the same.
     Each hip carries a hip replacement with ``hip_replacement_probability``, and each hip not replaced a hip
-    fracture fixation with ``hip_fixation_probability`` (``implants.py``).
+    fracture fixation with ``hip_fixation_probability`` (``implants.py``). The sacrum keeps its full width down
+    the auricular surface with ``auricular_sacrum_probability`` (``morphometry.py``), else narrows from S1 down.
     ``labelled_share``: how much of a voxel must lie inside a bone for it to carry the bone's label (0.5, the
     default, is the geometric truth; training labels partial-volume edge voxels as reference segmentations do).
     """
@@ -50,13 +52,17 @@ def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] 
         raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
     options = {"size": size, "shape": shape, "spacing_mm": spacing_mm, "contrast": contrast,
                "hip_replacement_probability": hip_replacement_probability,
-               "hip_fixation_probability": hip_fixation_probability, "labelled_share": labelled_share}
+               "hip_fixation_probability": hip_fixation_probability,
+               "auricular_sacrum_probability": auricular_sacrum_probability, "labelled_share": labelled_share}
     rng = np.random.default_rng(seed)
     detail_rng = np.random.default_rng((int(seed), 1))  # thorax, bowel content: leaves rng's draws as they were
     tissue = _draw_tissue(rng, contrast)
     shell_rng = np.random.default_rng((int(seed), 2))  # cortical shells: leaves rng's draws as they were
     cortex_mm = {bone: draw(shell_rng, span) for bone, span in CORTEX_MM.items()}
     pelvis_params = draw_pelvis(rng, np.random.default_rng((int(seed), 3)))
+    sacrum_rng = np.random.default_rng((int(seed), 6))  # leaves the other generators' draws as they were
+    if sacrum_rng.uniform() < auricular_sacrum_probability:
+        pelvis_params |= {name: draw(sacrum_rng, span) for name, span in AURICULAR_SACRUM_RANGES.items()}
     tilt_deg = rng.uniform(-1, 1, 3) * np.array([5.0, 5.0, 8.0])
     tilt_deg *= min(1.0, MAX_PATIENT_TILT_DEG / max(np.linalg.norm(tilt_deg), 1e-9))
     rotation = (rotation_about([0, 0, 1], np.radians(tilt_deg[2])) @ rotation_about([0, 1, 0], np.radians(tilt_deg[1]))

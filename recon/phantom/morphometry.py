@@ -35,6 +35,13 @@ Sources, as ranges read off their tables (adult, mixed sex):
   surface (S1-S3). The coccyx, 3-5 segments about 2-4.5 cm long, continues the curve forward (Woon JTK,
   Stringer MD, Clin Anat 2012;25(2):158-167); reference segmentations (TotalSegmentator) have no coccyx class
   and count it with the sacrum, and so do the phantoms. Ranges in ``SACRUM_RANGES``.
+- Auricular sacrum: the sacrum's lateral masses keep the interauricular width (109 +- 11 mm) down the whole
+  auricular surface, 56 +- 5 mm tall in dry female sacra (Oman Med J 2017, PMC5799488, table 2) and 59-71 mm
+  on post-mortem CT (sacral morphological variations in a Korean population, a PMCT case series, 2026), and
+  only below it narrow to the apex, thinning to a plate a few millimetres thick, its pelvic surface concave
+  from side to side as well as from top to bottom. Phantoms drawn with this
+  shape (``make_phantom(auricular_sacrum_probability=)``) take their ranges from ``AURICULAR_SACRUM_RANGES``;
+  the others keep the older shape, which narrows from S1 down.
 - Pelvic marrow: the cancellous bone of the sacrum, hip bones and proximal femurs is drawn as a share of the
   lumbar one (``PELVIC_MARROW_RANGES``): in adults the pelvis's marrow turns fatty earlier than the spine's, so
   at 3 mm a hip bone is often a bright cortical outline around an interior no brighter than muscle.
@@ -88,6 +95,13 @@ SACRUM_RANGES = {
     "sacrum_length_mm": (95.0, 125.0),
     "sacral_bend_mm": (8.0, 30.0),
     "coccyx_length_mm": (20.0, 45.0),
+}
+
+AURICULAR_SACRUM_RANGES = {
+    "auricular_height_mm": (50.0, 72.0),
+    "interauricular_half_width_mm": (46.0, 56.0),
+    "sacral_apex_half_depth_mm": (3.0, 6.0),
+    "sacral_sweep_deg": (0.0, 30.0),
 }
 
 PELVIS_DETAIL_RANGES = ILIUM_RANGES | SACRUM_RANGES | PELVIC_MARROW_RANGES  # drawn from the detail generator

@@ -50,8 +50,7 @@ def build_pelvis(params: dict, origin: np.ndarray, rotation: np.ndarray, tissue:
     sacral_slope = np.radians(params["pelvic_incidence_deg"] - params["pelvic_tilt_deg"])
     s1_local = params["hip_to_s1_mm"] * np.array([0.0, np.sin(tilt), np.cos(tilt)])
     s1_rotation = rotation @ rotation_about([1, 0, 0], sacral_slope)
-    sacrum = _sacrum(world(s1_local), s1_rotation, params["sacrum_length_mm"], params["sacral_bend_mm"],
-                     params["coccyx_length_mm"])
+    sacrum = _sacrum(world(s1_local), s1_rotation, params)
     head_radius = params["femoral_head_diameter_mm"] / 2
     acetabulum_radius = head_radius + params["joint_space_mm"]
     soft, hips, landmarks = [], {}, {}
@@ -98,23 +97,54 @@ def build_pelvis(params: dict, origin: np.ndarray, rotation: np.ndarray, tissue:
     return world(s1_local), s1_rotation, soft, bones, {"hips": hips, "landmarks_lps_mm": landmarks}
 
 
-def _sacrum(s1: np.ndarray, frame: np.ndarray, length_mm: float, bend_mm: float, coccyx_mm: float) -> Shape:
-    """S1's body and alae, then S2 to the apex: ``SACRAL_SEGMENTS`` ellipsoids along a curve ``length_mm`` below
-    the S1 endplate that bends forward by ``bend_mm`` at the apex (the sacral kyphosis), narrowing and thinning
-    as they go down; then the coccyx, ``coccyx_mm`` long, curving further forward."""
+def _sacrum(s1: np.ndarray, frame: np.ndarray, params: dict) -> Shape:
+    """S1's body and alae, then S2 to the apex: ``SACRAL_SEGMENTS`` ellipsoids along a curve ``sacrum_length_mm``
+    below the S1 endplate that bends forward by ``sacral_bend_mm`` at the apex (the sacral kyphosis), narrowing
+    and thinning as they go down (``_segment_radii``); then the coccyx, ``coccyx_length_mm`` long, curving
+    further forward."""
+    length_mm = params["sacrum_length_mm"]
     posterior, up = frame[:, 1], frame[:, 2]
     body = Cylinder(s1 - up * 14, frame, 24.0, 17.0, 14.0)
     alae = Ellipsoid(s1 - up * 22 + posterior * 8, np.array([56.0, 22.0, 22.0]), frame)
-    controls = np.array([[12.0, -24.0], [24.0, -0.6 * length_mm], [24.0 - bend_mm, -length_mm]])
+    controls = np.array([[12.0, -24.0], [24.0, -0.6 * length_mm], [24.0 - params["sacral_bend_mm"], -length_mm]])
     segments = []
     for t in np.linspace(0.0, 1.0, SACRAL_SEGMENTS):
         point = (1 - t) ** 2 * controls[0] + 2 * t * (1 - t) * controls[1] + t**2 * controls[2]
         tangent = 2 * (1 - t) * (controls[1] - controls[0]) + 2 * t * (controls[2] - controls[1])
-        radii = np.array([46.0 - 36.0 * t, 13.0 - 7.0 * t, 0.8 * (length_mm - 24.0) / (SACRAL_SEGMENTS - 1)])
-        segments.append(_segment(s1, frame, point, tangent, radii))
-    segments += _coccyx(s1, frame, controls[2], 2 * (controls[2] - controls[1]), coccyx_mm)
+        half_length = 0.8 * (length_mm - 24.0) / (SACRAL_SEGMENTS - 1)
+        if "auricular_height_mm" in params:
+            segments += _auricular_segment(s1, frame, point, tangent, t, half_length, params)
+        else:
+            segments.append(_segment(s1, frame, point, tangent, np.array([46.0 - 36.0 * t, 13.0 - 7.0 * t,
+                                                                          half_length])))
+    segments += _coccyx(s1, frame, controls[2], 2 * (controls[2] - controls[1]), params["coccyx_length_mm"])
     canal = Capsule(s1 + posterior * 24 + up * 5, s1 + posterior * 30 - up * 85, 6.0)
     return Difference(Union((body, alae, *segments)), canal)
+
+
+def _auricular_segment(s1, frame, point, tangent, t: float, half_length: float, params: dict) -> list[Shape]:
+    """The sacral segment at ``t`` (0 at S1, 1 at the apex) of a sacrum whose lateral masses keep their full
+    width (``interauricular_half_width_mm``) down the auricular surface (``auricular_height_mm`` below the S1
+    endplate), then narrow to the apex: a body ellipsoid thinning to ``sacral_apex_half_depth_mm``, and on either
+    side a thinner wing whose outer end is swept forward by ``sacral_sweep_deg``, the pelvic surface concave
+    from side to side."""
+    auricular_mm, length_mm = params["auricular_height_mm"], params["sacrum_length_mm"]
+    below = float(np.clip((-point[1] - auricular_mm) / (length_mm - auricular_mm), 0.0, 1.0))
+    half_width = params["interauricular_half_width_mm"] * (1 - below) + 10.0 * below
+    half_depth = 13.0 - (13.0 - params["sacral_apex_half_depth_mm"]) * t
+    body = _segment(s1, frame, point, tangent, np.array([min(half_width, 15.0), half_depth, half_length]))
+    if half_width <= 15.0:
+        return [body]
+    rotation = _segment_rotation(frame, tangent)
+    center = s1 + point[0] * frame[:, 1] + point[1] * frame[:, 2]
+    sweep = np.radians(params["sacral_sweep_deg"])
+    wings = []
+    for side in (1.0, -1.0):
+        outward = side * np.cos(sweep) * rotation[:, 0] - np.sin(sweep) * rotation[:, 1]  # column 1 points back
+        wing_rotation = np.column_stack([outward, np.cross(rotation[:, 2], outward), rotation[:, 2]])
+        wings.append(Ellipsoid(center + outward * half_width / 2, np.array([half_width / 2, 0.7 * half_depth,
+                                                                            half_length]), wing_rotation))
+    return [body, *wings]
 
 
 def _coccyx(s1, frame, apex, tangent, length_mm: float) -> list[Shape]:
@@ -132,11 +162,15 @@ def _coccyx(s1, frame, apex, tangent, length_mm: float) -> list[Shape]:
 def _segment(s1, frame, point, tangent, radii) -> Shape:
     """An ellipsoid at ``point`` (posterior, up of the sacral frame from S1) whose long axis follows
     ``tangent``: ``radii`` are its half width, half depth and half length."""
-    posterior, up = frame[:, 1], frame[:, 2]
+    return Ellipsoid(s1 + point[0] * frame[:, 1] + point[1] * frame[:, 2], radii, _segment_rotation(frame, tangent))
+
+
+def _segment_rotation(frame, tangent) -> np.ndarray:
+    """Columns: the sacral frame's left, the depth across the curve (pointing back), and the curve's direction
+    upwards (``tangent``, posterior and up in the sacral frame, follows it downwards)."""
     tangent = tangent / np.linalg.norm(tangent)
-    axis = -(tangent[0] * posterior + tangent[1] * up)
-    rotation = np.column_stack([frame[:, 0], np.cross(axis, frame[:, 0]), axis])
-    return Ellipsoid(s1 + point[0] * posterior + point[1] * up, radii, rotation)
+    axis = -(tangent[0] * frame[:, 1] + tangent[1] * frame[:, 2])
+    return np.column_stack([frame[:, 0], np.cross(axis, frame[:, 0]), axis])
 
 
 def _cup_opening(side, params, rotation) -> np.ndarray:

@@ -33,20 +33,16 @@ SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 LOW_DENSITY_FROM_HU, LOW_DENSITY_SHARE, LOW_DENSITY_OFFSET_HU = 60.0, 0.25, 20.0
 
 
-def held_out_phantoms(model, count: int = HELD_OUT_PHANTOMS, hip_replacement_probability: float = 0.0,
-                      labelled_share: float = GEOMETRIC_SHARE, low_density: bool = False,
-                      hip_fixation_probability: float = 0.0) -> dict:
+def held_out_phantoms(model, count: int = HELD_OUT_PHANTOMS, low_density: bool = False,
+                      **phantom_options) -> dict:
     """Dice per bone (mean and worst over the phantoms) and the share of levels named right, on small phantoms
-    (2 mm, another spacing than training's), each hip replaced with ``hip_replacement_probability`` or its
-    fracture fixed with ``hip_fixation_probability``, against
-    labels drawn with ``labelled_share`` (0.5: the geometric truth; ``recon.phantom.make_phantom``), their bone
-    made osteoporotic with ``low_density`` (``osteoporotic``)."""
+    (2 mm, another spacing than training's) drawn with ``phantom_options`` (``recon.phantom.make_phantom``'s:
+    hips replaced or their fracture fixed, an auricular sacrum, labels drawn with another ``labelled_share``
+    than the geometric truth), their bone made osteoporotic with ``low_density`` (``osteoporotic``)."""
     dice: dict[str, list[float]] = {}
     named, total = 0, 0
     for number in range(count):
-        phantom = make_phantom(HELD_OUT_SEED_BASE + number, size="small",
-                               hip_replacement_probability=hip_replacement_probability,
-                               hip_fixation_probability=hip_fixation_probability, labelled_share=labelled_share)
+        phantom = make_phantom(HELD_OUT_SEED_BASE + number, size="small", **phantom_options)
         ct = osteoporotic(phantom.ct, phantom.labels) if low_density else phantom.ct
         result = evaluate(segment(ct, model=model), phantom.labels)
         for name, score in result.labels.items():
@@ -166,6 +162,7 @@ def measure(name_or_path) -> dict:
                "held_out_phantom_lumbar_crops": phantom_lumbar_crops(model),
                "held_out_phantoms_with_hip_replacements": held_out_phantoms(model, hip_replacement_probability=1.0),
                "held_out_phantoms_with_hip_fixations": held_out_phantoms(model, hip_fixation_probability=1.0),
+               "held_out_phantoms_with_auricular_sacrum": held_out_phantoms(model, auricular_sacrum_probability=1.0),
                "held_out_phantoms_with_low_density_bone": held_out_phantoms(model, low_density=True)}
     trained_share = labelled_share_of(model.card.get("training", {}).get("configuration", {}))
     if trained_share != GEOMETRIC_SHARE:  # also against labels drawn as the model learnt them

@@ -40,6 +40,7 @@ TRAIN_SEED_BASE = 1_000_000
 VALIDATION_SEED_BASE = 900_000_000  # never reached by training seeds
 CHECKPOINT_WEIGHTS, CHECKPOINT_STATE, CONFIG_FILE = "checkpoint.safetensors", "checkpoint.json", "config.json"
 WARMUP_STEPS = 100
+PHANTOM_PROBABILITIES = ("hip_replacement_probability", "hip_fixation_probability", "auricular_sacrum_probability")
 LABELS = ["background", *BONES]
 
 
@@ -217,8 +218,7 @@ def phantom_sample(config: dict, number: int) -> tuple[np.ndarray, np.ndarray]:
         phantom = make_phantom(TRAIN_SEED_BASE * (config["seed"] + 1) + number,
                                shape=tuple(config["phantom_shape"]), spacing_mm=spacing,
                                label_other_bone=bool(config.get("other_bone_class")),
-                               hip_replacement_probability=float(config.get("hip_replacement_probability", 0.0)),
-                               hip_fixation_probability=float(config.get("hip_fixation_probability", 0.0)),
+                               **{key: float(config.get(key, 0.0)) for key in PHANTOM_PROBABILITIES},
                                labelled_share=labelled_share_of(config))
         _PHANTOM_CACHE[key] = (phantom.ct.hu.astype(np.float32), phantom.labels.labels.astype(np.uint8))
     return _PHANTOM_CACHE[key]
