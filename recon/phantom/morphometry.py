@@ -39,9 +39,9 @@ Sources, as ranges read off their tables (adult, mixed sex):
   auricular surface, 56 +- 5 mm tall in dry female sacra (Oman Med J 2017, PMC5799488, table 2) and 59-71 mm
   on post-mortem CT (sacral morphological variations in a Korean population, a PMCT case series, 2026), and
   only below it narrow to the apex, thinning to a plate a few millimetres thick, its pelvic surface concave
-  from side to side as well as from top to bottom. Phantoms drawn with this
-  shape (``make_phantom(auricular_sacrum_probability=)``) take their ranges from ``AURICULAR_SACRUM_RANGES``;
-  the others keep the older shape, which narrows from S1 down.
+  from side to side as well as from top to bottom. Phantoms drawn with this shape
+  (``make_phantom(auricular_sacrum_probability=)``) take their ranges from ``AURICULAR_SACRUM_RANGES``; the
+  others keep the older shape, which narrows from S1 down.
 - Pelvic marrow: the cancellous bone of the sacrum, hip bones and proximal femurs is drawn as a share of the
   lumbar one (``PELVIC_MARROW_RANGES``): in adults the pelvis's marrow turns fatty earlier than the spine's, so
   at 3 mm a hip bone is often a bright cortical outline around an interior no brighter than muscle.
