@@ -159,6 +159,17 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--init", metavar="MODEL", help="start from this trained model's weights (fine-tuning)")
     train.set_defaults(command=_train)
 
+    average = commands.add_parser(
+        "average", help="average the weights of models fine-tuned from one start (a model soup)",
+        description="Write OUT/model.safetensors and OUT/model.json: the weighted average of the models' weights. "
+                    "They must share network, classes, spacing and intensity handling; the card records each "
+                    "model's sha256, weight and training. Measure the result before shipping it.")
+    average.add_argument("models", nargs="+", metavar="MODEL", help="model names or folders (two or more)")
+    average.add_argument("--weights", nargs="+", type=float, metavar="W",
+                         help="one positive weight per model (default: equal)")
+    average.add_argument("-o", "--output", required=True, help="model folder, e.g. models/NAME")
+    average.set_defaults(command=_average)
+
     run = commands.add_parser(
         "run", help="CT study in, plan out: segment, mesh, plan screws and cups, write every output",
         description="Writes into OUT: labels.nii.gz, labels.json, segmentation.seg.nrrd, meshes/<bone>.stl, "
@@ -488,6 +499,14 @@ def _train(args: argparse.Namespace) -> int:
 
     folder = train(args.output, steps=args.steps, seed=args.seed, resume=args.resume, device=args.device,
                    data=args.data, config_path=args.config, init=args.init, workers=args.workers)
+    print(f"wrote {folder}/model.safetensors and model.json")
+    return 0
+
+
+def _average(args: argparse.Namespace) -> int:
+    from recon.segmentation.average import average_models
+
+    folder = average_models(args.models, args.weights or [1.0] * len(args.models), args.output)
     print(f"wrote {folder}/model.safetensors and model.json")
     return 0
 

@@ -11,11 +11,13 @@ import torch
 
 import recon
 from recon.anatomy import BONES, LABEL_IDS, OTHER_BONE, OTHER_BONE_ID
+from recon.cli import main
 from recon.errors import InputError
 from recon.geometry import Grid
 from recon.io.images import write_image
 from recon.phantom import make_phantom
 from recon.phantom.implants import METAL_THRESHOLD_HU
+from recon.segmentation.average import average_models
 from recon.segmentation.datasets import load_user_dataset
 from recon.segmentation.levels import assign_levels, level_anchor
 from recon.segmentation.model import build_network, load_model, save_model
@@ -430,6 +432,29 @@ def test_training_phantoms_carry_an_auricular_sacrum_when_the_configuration_asks
     plain = phantom_sample(config, 0)[1] == sacrum
     auricular = phantom_sample(config | {"auricular_sacrum_probability": 1.0}, 0)[1] == sacrum
     assert auricular.sum() > plain.sum()
+
+
+def test_averaging_models_writes_their_weighted_mean_and_records_each_of_them(tmp_path):
+    first = tiny_model(tmp_path)
+    torch.manual_seed(1)
+    card = json.loads((first / "model.json").read_text())
+    second = save_model(build_network(card["network"], len(LABELS)), card | {"training": {"seed": 1}},
+                        tmp_path / "second")
+    assert main(["average", str(first), str(second), "--weights", "3", "1", "-o",
+                           str(tmp_path / "soup")]) == 0
+    soup = load_model(tmp_path / "soup")
+    a, b = load_model(first).network.state_dict(), load_model(second).network.state_dict()
+    for key, value in soup.network.state_dict().items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, 0.75 * a[key] + 0.25 * b[key])
+    sources = soup.card["training"]["averaged"]
+    assert [source["weight"] for source in sources] == [0.75, 0.25]
+    assert sources[1]["training"] == {"seed": 1} and sources[0]["sha256"] == card["sha256"]
+    other = save_model(build_network(card["network"], len(LABELS) - 1), card | {"labels": LABELS[:-1]},
+                       tmp_path / "other")
+    with pytest.raises(InputError, match="labels differ"):
+        average_models([first, other], [1.0, 1.0], tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
 
 
 def test_fine_tuning_starts_from_the_given_model_and_records_where_it_started(tmp_path):

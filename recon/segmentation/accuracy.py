@@ -164,7 +164,7 @@ def measure(name_or_path) -> dict:
                "held_out_phantoms_with_hip_fixations": held_out_phantoms(model, hip_fixation_probability=1.0),
                "held_out_phantoms_with_auricular_sacrum": held_out_phantoms(model, auricular_sacrum_probability=1.0),
                "held_out_phantoms_with_low_density_bone": held_out_phantoms(model, low_density=True)}
-    trained_share = labelled_share_of(model.card.get("training", {}).get("configuration", {}))
+    trained_share = _trained_share(model.card)
     if trained_share != GEOMETRIC_SHARE:  # also against labels drawn as the model learnt them
         figures["held_out_phantoms_with_training_labels"] = held_out_phantoms(model, labelled_share=trained_share)
     if SHARED_DATA.is_dir():
@@ -172,6 +172,15 @@ def measure(name_or_path) -> dict:
         figures["real_tptbox_l3"] = tptbox_l3(model)
         figures["real_totalseg_example_lumbar_crops"] = totalsegmentator_example_lumbar_crops(model)
     return figures
+
+
+def _trained_share(card: dict) -> float:
+    """The labelled share the model learnt (``labelled_share_of``): its run's, or, for an average of models
+    (``recon.segmentation.average``), the one they all learnt; the geometric truth where they differ."""
+    training = card.get("training", {})
+    runs = [source.get("training") or {} for source in training.get("averaged", [])] or [training]
+    shares = {labelled_share_of(run.get("configuration", {})) for run in runs}
+    return shares.pop() if len(shares) == 1 else GEOMETRIC_SHARE
 
 
 def main(argv: list[str]) -> None:
