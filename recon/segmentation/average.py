@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from recon.errors import InputError
-from recon.segmentation.model import build_network, load_model, model_dir, save_model
+from recon.segmentation.model import build_network, load_model, save_model
 
 SHARED_CARD_KEYS = ("network", "labels", "spacing_mm", "patch_voxels", "orientation", "intensity")
 
@@ -31,9 +31,9 @@ def average_models(models: list[str | Path], weights: list[float], output: str |
                 if value.is_floating_point() else value for key, value in states[0].items()}
     network = build_network(first["network"], len(first["labels"]))
     network.load_state_dict(averaged)
-    command = "recon average " + " ".join(str(name) for name in models) + " --weights " + " ".join(
-        f"{weight:g}" for weight in weights) + f" -o {output}"
-    sources = [{"model": str(name), "folder": model_dir(name).name, "weight": share, "sha256": model.card["sha256"],
+    command = (f"recon average {' '.join(map(str, models))} --weights {' '.join(f'{w:g}' for w in weights)} "
+               f"-o {output}")
+    sources = [{"model": str(name), "weight": share, "sha256": model.card["sha256"],
                 "training": model.card.get("training")} for name, share, model in zip(models, shares, loaded)]
     card = {key: value for key, value in first.items() if key not in ("accuracy", "sha256", "training")}
     card["training"] = {"command": command, "averaged": sources}
