@@ -100,8 +100,8 @@ def build_pelvis(params: dict, origin: np.ndarray, rotation: np.ndarray, tissue:
 def _sacrum(s1: np.ndarray, frame: np.ndarray, params: dict) -> Shape:
     """S1's body and alae, then S2 to the apex: ``SACRAL_SEGMENTS`` ellipsoids along a curve ``sacrum_length_mm``
     below the S1 endplate that bends forward by ``sacral_bend_mm`` at the apex (the sacral kyphosis), narrowing
-    and thinning as they go down (``_segment_radii``); then the coccyx, ``coccyx_length_mm`` long, curving
-    further forward."""
+    and thinning as they go down (for an auricular sacrum, ``_auricular_segment``); then the coccyx,
+    ``coccyx_length_mm`` long, curving further forward."""
     length_mm = params["sacrum_length_mm"]
     posterior, up = frame[:, 1], frame[:, 2]
     body = Cylinder(s1 - up * 14, frame, 24.0, 17.0, 14.0)
@@ -136,7 +136,7 @@ def _auricular_segment(s1, frame, point, tangent, t: float, half_length: float, 
     if half_width <= 15.0:
         return [body]
     rotation = _segment_rotation(frame, tangent)
-    center = s1 + point[0] * frame[:, 1] + point[1] * frame[:, 2]
+    center = _on_curve(s1, frame, point)
     sweep = np.radians(params["sacral_sweep_deg"])
     wings = []
     for side in (1.0, -1.0):
@@ -162,7 +162,12 @@ def _coccyx(s1, frame, apex, tangent, length_mm: float) -> list[Shape]:
 def _segment(s1, frame, point, tangent, radii) -> Shape:
     """An ellipsoid at ``point`` (posterior, up of the sacral frame from S1) whose long axis follows
     ``tangent``: ``radii`` are its half width, half depth and half length."""
-    return Ellipsoid(s1 + point[0] * frame[:, 1] + point[1] * frame[:, 2], radii, _segment_rotation(frame, tangent))
+    return Ellipsoid(_on_curve(s1, frame, point), radii, _segment_rotation(frame, tangent))
+
+
+def _on_curve(s1, frame, point) -> np.ndarray:
+    """``point`` (posterior, up of the sacral frame from S1) in LPS."""
+    return s1 + point[0] * frame[:, 1] + point[1] * frame[:, 2]
 
 
 def _segment_rotation(frame, tangent) -> np.ndarray:
