@@ -292,3 +292,61 @@ def test_make_phantom_draws_an_auricular_sacrum_with_its_probability_and_leaves_
     assert plain.truth["vertebrae"] == auricular.truth["vertebrae"]
     assert np.array_equal(plain.labels.labels == LABEL_IDS["vertebrae_L3"],
                           auricular.labels.labels == LABEL_IDS["vertebrae_L3"])
+
+
+def test_an_inferior_articular_process_runs_down_the_superior_one_below_across_the_joint_space_at_its_angle():
+    from recon.phantom.morphometry import draw_vertebra
+    from recon.phantom.spine import (INFERIOR_PROCESS_RADIUS_MM, SUPERIOR_PROCESS_RADIUS_MM, _vertebra)
+
+    lower_dims, upper_dims = (draw_vertebra(np.random.default_rng(0), level, 0.5) for level in ("L4", "L3"))
+    lower = _vertebra("L4", np.zeros(3), np.eye(3), lower_dims, np.random.default_rng(1))
+    upper_center = np.array([0.0, 0.0, (lower_dims["body_height"] + upper_dims["body_height"]) / 2 + 10.0])
+    joint = {"below": lower, "angle_deg": 40.0, "space_mm": 2.0, "lamina_drop_mm": 0.0}
+    apart, joined = (_vertebra("L3", upper_center, np.eye(3), upper_dims, np.random.default_rng(2), facets)
+                     for facets in (None, joint))
+    base, tip = lower.superior_processes["left"]
+    along = base + np.linspace(0.35, 0.95, 13)[:, None] * (tip - base)  # the superior process's axis
+    behind_medial = (SUPERIOR_PROCESS_RADIUS_MM + INFERIOR_PROCESS_RADIUS_MM + 2.0) * np.array(
+        [-np.cos(np.radians(40.0)), np.sin(np.radians(40.0)), 0.0])
+    assert np.all(lower.shape.sdf(along) < 0)
+    # the upper vertebra's surface is the joint space away from the superior process all along it ...
+    assert np.allclose(joined.shape.sdf(along), SUPERIOR_PROCESS_RADIUS_MM + 2.0, atol=0.2)
+    # ... its inferior process's axis behind and medial to it at the joint's angle; without the joint, far off
+    assert np.all(joined.shape.sdf(along + behind_medial) < -INFERIOR_PROCESS_RADIUS_MM + 0.2)
+    assert np.all(apart.shape.sdf(along + behind_medial) > 0)
+    assert joined.truth == apart.truth
+
+
+def test_make_phantom_draws_facet_joints_with_their_probability_and_changes_only_the_vertebrae():
+    grid = {"shape": (64, 64, 80), "spacing_mm": (4.0, 4.0, 4.0)}
+    plain, joined = make_phantom(7, **grid), make_phantom(7, facet_joint_probability=1.0, **grid)
+    assert (plain.truth["generator"]["parameters"]["facet_joints"],
+            joined.truth["generator"]["parameters"]["facet_joints"]) == (False, True)
+    assert plain.truth["vertebrae"] == joined.truth["vertebrae"]
+    vertebrae = np.isin(plain.labels.labels, [LABEL_IDS[f"vertebrae_{level}"] for level in ("L1", "L2", "L3", "L4")])
+    assert not np.array_equal(plain.labels.labels[vertebrae], joined.labels.labels[vertebrae])
+    for bone in ("sacrum", "hip_left", "femur_right"):
+        assert np.array_equal(plain.labels.labels == LABEL_IDS[bone], joined.labels.labels == LABEL_IDS[bone])
+
+
+def test_with_facet_joints_the_laminae_reach_down_to_the_disc_below_and_keep_their_top_edge():
+    from recon.phantom.morphometry import draw_vertebra
+    from recon.phantom.spine import _facets, _vertebra
+
+    dims = draw_vertebra(np.random.default_rng(0), "L3", 0.5)
+    facets = _facets(np.random.default_rng(3), "L3", dims, None)
+    apart, dropped = (_vertebra("L3", np.zeros(3), np.eye(3), dims, np.random.default_rng(2), f) for f in (None, facets))
+    pedicle_length = np.random.default_rng(2).uniform(14, 20)  # _vertebra's first draw
+    z = np.arange(-40.0, 40.0, 0.05)
+    lamina_end = dims["body_depth"] / 2 + pedicle_length + 10  # where the laminae meet the spinous process
+    column = np.column_stack([np.full_like(z, 4.0), np.full_like(z, lamina_end - 1.0), z])  # through the left one
+
+    def edges(vertebra):
+        inside = z[vertebra.shape.sdf(column) <= 0]
+        return inside.min(), inside.max()
+
+    (low, high), (dropped_low, dropped_high) = edges(apart), edges(dropped)
+    assert facets["lamina_drop_mm"] > 0 and dropped_high == pytest.approx(high, abs=0.1)
+    assert dropped_low == pytest.approx(low - facets["lamina_drop_mm"], abs=0.1)
+    below_body = -dropped_low - dims["body_height"] / 2
+    assert 0.2 * dims["disc_below_height"] - 0.1 <= below_body <= 0.8 * dims["disc_below_height"] + 0.1

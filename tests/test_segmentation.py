@@ -434,6 +434,12 @@ def test_training_phantoms_carry_an_auricular_sacrum_when_the_configuration_asks
     assert auricular.sum() > plain.sum()
 
 
+def test_training_phantoms_meet_in_facet_joints_when_the_configuration_asks_for_it(tmp_path):
+    config = small_training_config(tmp_path)
+    joined = config | {"facet_joint_probability": 1.0}
+    assert not np.array_equal(phantom_sample(config, 0)[1], phantom_sample(joined, 0)[1])
+
+
 def test_averaging_models_writes_their_weighted_mean_and_records_each_of_them(tmp_path):
     first = tiny_model(tmp_path)
     torch.manual_seed(1)

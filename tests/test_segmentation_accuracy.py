@@ -12,7 +12,7 @@ from recon.io.labels import read_label_map
 from recon.io.loading import load_ct
 from recon.geometry import Grid
 from recon.segmentation.accuracy import (HELD_OUT_SEED_BASE, held_out_phantoms, lumbar_crop, osteoporotic,
-                                         phantom_lumbar_crops, totalsegmentator_example, tptbox_l3)
+                                         phantom_lumbar_crops, totalsegmentator_example, tptbox_l3, vertebral_parts)
 from recon.segmentation.model import load_model
 from recon.volume import LabelMap, Volume
 from tests.conftest import SHARED_DATA, shared_path
@@ -138,3 +138,18 @@ def test_low_density_bone_is_faint_and_nothing_else_changes():
     assert faint[4, 4, 4] == 60 + 140 * 0.25 - 20 and faint[5, 5, 5] == 60 + 1240 * 0.25 - 20
     changed = faint != hu
     assert not changed[labels == 0].any() and faint[0, 0, 0] == 1300.0
+
+
+def test_a_vertebra_is_scored_by_its_body_and_its_posterior_elements_apart():
+    grid = Grid((10, 10, 4), (3.0, 3.0, 3.0), (0.0, 0.0, 0.0))
+    truth = np.zeros(grid.shape, np.uint8)
+    truth[2:6, 2:5] = 1  # body: rows 2-4; posterior elements: row 5
+    truth[2:6, 5] = 1
+    bodies = np.zeros(grid.shape, bool)
+    bodies[:, :5] = True
+    found = truth.copy()
+    found[2:6, 6] = 2  # another level's label behind: not this vertebra's
+    found[2:4, 5] = 0  # half the posterior elements missed
+    names = {1: "vertebrae_L3", 2: "vertebrae_L4"}
+    parts = vertebral_parts(LabelMap(grid, found, names), LabelMap(grid, truth, {1: "vertebrae_L3"}), bodies)
+    assert parts == {"dice_body": {"vertebrae_L3": 1.0}, "dice_posterior_elements": {"vertebrae_L3": round(2 * 8 / 24, 4)}}

@@ -35,7 +35,7 @@ def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] 
                  spacing_mm: tuple[float, float, float] | None = None, contrast: bool | None = None,
                  label_other_bone: bool = False, hip_replacement_probability: float = 0.0,
                  hip_fixation_probability: float = 0.0, auricular_sacrum_probability: float = 0.0,
-                 labelled_share: float = GEOMETRIC_SHARE) -> Phantom:
+                 facet_joint_probability: float = 0.0, labelled_share: float = GEOMETRIC_SHARE) -> Phantom:
     """A synthetic CT of the lower spine and hips with labels and truth, reproducible from ``seed``.
 
     ``size`` picks a preset grid (``"small"``: 128^3 at 2 mm; ``"clinical"``: 512 x 512 x 300 at
@@ -45,6 +45,8 @@ def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] 
     Each hip carries a hip replacement with ``hip_replacement_probability``, and each hip not replaced a hip
     fracture fixation with ``hip_fixation_probability`` (``implants.py``). The sacrum keeps its full width down
     the auricular surface with ``auricular_sacrum_probability`` (``morphometry.py``), else narrows from S1 down.
+    The vertebrae meet in facet joints with ``facet_joint_probability`` (``spine.py``), else their inferior
+    articular processes stand apart.
     ``labelled_share``: how much of a voxel must lie inside a bone for it to carry the bone's label (0.5, the
     default, is the geometric truth; training labels partial-volume edge voxels as reference segmentations do).
     """
@@ -53,7 +55,8 @@ def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] 
     options = {"size": size, "shape": shape, "spacing_mm": spacing_mm, "contrast": contrast,
                "hip_replacement_probability": hip_replacement_probability,
                "hip_fixation_probability": hip_fixation_probability,
-               "auricular_sacrum_probability": auricular_sacrum_probability, "labelled_share": labelled_share}
+               "auricular_sacrum_probability": auricular_sacrum_probability,
+               "facet_joint_probability": facet_joint_probability, "labelled_share": labelled_share}
     rng = np.random.default_rng(seed)
     detail_rng = np.random.default_rng((int(seed), 1))  # thorax, bowel content: leaves rng's draws as they were
     tissue = _draw_tissue(rng, contrast)
@@ -76,9 +79,12 @@ def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] 
     s1_center, s1_rotation, pelvis_soft, pelvis_bone, pelvis_truth = build_pelvis(
         pelvis_params, origin, rotation, tissue, rng, cortex_mm=cortex_mm["pelvis"], replaced=replaced,
         fixed=fixed)
+    facet_rng = np.random.default_rng((int(seed), 7))  # leaves the other generators' draws as they were
+    facets = facet_rng.uniform() < facet_joint_probability
     spine_soft, spine_bone, vertebrae = build_spine(rng, s1_center, s1_rotation,
                                                    pelvis_params["lumbar_lordosis_deg"], tissue,
-                                                   cortex_mm=cortex_mm["vertebra"], detail_rng=detail_rng)
+                                                   cortex_mm=cortex_mm["vertebra"], detail_rng=detail_rng,
+                                                   facet_rng=facet_rng if facets else None)
     body, table, body_params = build_body(rng, origin, rotation, vertebrae, pelvis_truth["hips"],
                                           pelvis_params["inter_asis_mm"], tissue, detail_rng=detail_rng)
     grid = _grid(rng, size, shape, spacing_mm, vertebrae, pelvis_truth["hips"])
@@ -109,6 +115,7 @@ def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] 
             "parameters": {"pelvis": pelvis_params, "tissue_hu": tissue, "cortex_mm": cortex_mm, "body": body_params,
                            "patient_tilt_deg": tilt_deg.tolist(),
                            "hip_replacements": sorted(replaced), "hip_fixations": sorted(fixed),
+                           "facet_joints": bool(facets),
                            "imaging": imaging.__dict__,
                            "grid": {"shape": list(grid.shape), "spacing_mm": list(grid.spacing_mm),
                                     "origin_lps_mm": list(grid.origin_lps_mm)}},

@@ -42,6 +42,17 @@ Sources, as ranges read off their tables (adult, mixed sex):
   from side to side as well as from top to bottom. Phantoms drawn with this shape
   (``make_phantom(auricular_sacrum_probability=)``) take their ranges from ``AURICULAR_SACRUM_RANGES``; the
   others keep the older shape, which narrows from S1 down.
+- Facet joints: the facets of T12-L2 lie 26-34 degrees from the mid-sagittal plane on average, those of L3-L5
+  40-56 degrees (Masharawi Y et al., Facet orientation in the thoracolumbar spine, Spine 2004;29(16):
+  1755-1763); a lumbar facet is about 15 mm tall (Panjabi MM et al., Articular facets of the human spine,
+  Spine 1993;18(10):1298-1310) and the joint space 1-2.5 mm on CT. In phantoms drawn with facet joints
+  (``make_phantom(facet_joint_probability=)``) each vertebra's inferior articular processes reach down
+  behind and medial to the superior articular processes of the vertebra below, across a joint space drawn
+  from ``FACET_JOINT_SPACE_MM`` at an angle drawn from ``FACET_ANGLE_DEG`` (keyed by the upper vertebra);
+  the others keep short inferior processes that stand apart. With facet joints the laminae also reach down
+  to the disc below, their lower edge ``LAMINA_EDGE_IN_DISC`` of its height below the body (textbook: the
+  interlaminar window of the lumbar spine lies at the level of the disc); without, they end above the body's
+  lower endplate.
 - Pelvic marrow: the cancellous bone of the sacrum, hip bones and proximal femurs is drawn as a share of the
   lumbar one (``PELVIC_MARROW_RANGES``): in adults the pelvis's marrow turns fatty earlier than the spine's, so
   at 3 mm a hip bone is often a bright cortical outline around an interior no brighter than muscle.
@@ -103,6 +114,12 @@ AURICULAR_SACRUM_RANGES = {
     "sacral_apex_half_depth_mm": (3.0, 6.0),
     "sacral_sweep_deg": (0.0, 30.0),
 }
+
+# the facet joint below each level: its angle from the mid-sagittal plane (degrees)
+FACET_ANGLE_DEG = {"T11": (30.0, 70.0), "T12": (20.0, 40.0), "L1": (20.0, 40.0), "L2": (25.0, 45.0),
+                   "L3": (32.0, 52.0), "L4": (38.0, 60.0)}
+FACET_JOINT_SPACE_MM = (1.0, 2.5)
+LAMINA_EDGE_IN_DISC = (0.2, 0.8)  # the laminae's lower edge this share of the disc below the body (with facet joints)
 
 PELVIS_DETAIL_RANGES = ILIUM_RANGES | SACRUM_RANGES | PELVIC_MARROW_RANGES  # drawn from the detail generator
 

@@ -4,7 +4,9 @@ real CT.
 
 Each vertebra is built in its own frame (columns: patient left, posterior, superior) at the centre of its
 body. Pedicles are cylinders of elliptic cross-section (the isthmus width and height) around a straight
-axis, so the truth axis runs inside the pedicle by construction.
+axis, so the truth axis runs inside the pedicle by construction. With facet joints, each vertebra's laminae
+reach down to the disc below and its inferior articular processes down beside the superior articular processes
+of the vertebra below, across a joint space (``morphometry.py``).
 """
 
 from __future__ import annotations
@@ -14,13 +16,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from recon.anatomy import LABEL_IDS
-from recon.phantom.morphometry import LORDOSIS_SHARE, draw_vertebra
+from recon.phantom.morphometry import (FACET_ANGLE_DEG, FACET_JOINT_SPACE_MM, LAMINA_EDGE_IN_DISC, LORDOSIS_SHARE,
+                                       draw, draw_vertebra)
 from recon.phantom.render import Paint
 from recon.phantom.shapes import Capsule, Cylinder, Shape, Union, rotation_about, segment
 
 LEVELS_CAUDAL_TO_CRANIAL = ("L5", "L4", "L3", "L2", "L1", "T12", "T11")
 UNLABELLED_THORACIC = ("T10", "T9", "T8", "T7", "T6", "T5")
 SIDES = {"left": 1.0, "right": -1.0}
+PEDICLE_LEVEL_SHARE = 0.1  # the pedicles' axes lie this share of the body's height above its centre
+LAMINA_HALF_HEIGHT_MM = 10.0
+SPINOUS_BASE_BELOW_PEDICLES_MM = 2.0
+SUPERIOR_PROCESS_RADIUS_MM = 4.0
+INFERIOR_PROCESS_RADIUS_MM = 3.8
+JOINT_LOW_END = 0.3  # an inferior process reaches down this share of the superior process's length from its base
 
 
 @dataclass(frozen=True, eq=False)
@@ -31,13 +40,18 @@ class Vertebra:
     dims: dict[str, float]
     shape: Shape
     truth: dict
+    superior_processes: dict[str, tuple[np.ndarray, np.ndarray]]  # per side: base and tip of its axis (LPS)
 
 
 def build_spine(rng: np.random.Generator, s1_center: np.ndarray, s1_rotation: np.ndarray, lordosis_deg: float,
                 tissue: dict[str, float], *, cortex_mm: float = 1.0, detail_rng: np.random.Generator | None = None,
-                ) -> tuple[list[Paint], list[Paint], dict]:
+                facet_rng: np.random.Generator | None = None) -> tuple[list[Paint], list[Paint], dict]:
     """Soft-tissue paints (discs, canal), bone paints (vertebrae with a cortical shell ``cortex_mm`` thick,
     ribs), and the truth per vertebra.
+
+    With ``facet_rng``, the laminae of each vertebra reach down to the disc below and each vertebra above L5
+    meets the one below in a pair of facet joints, drawn from that generator alone (so the other draws stay as
+    they were).
 
     With ``detail_rng``, unlabelled thoracic vertebrae (T10 upwards, each with its pair of ribs) continue the
     spine above T11, drawn from that generator alone so that the labelled anatomy and its truth stay the
@@ -47,6 +61,7 @@ def build_spine(rng: np.random.Generator, s1_center: np.ndarray, s1_rotation: np
     scoliosis_deg = float(rng.uniform(-10, 10))
     origin, rotation = s1_center, s1_rotation
     soft, bone, truth = [], [], {}
+    below = None
     for index, level in enumerate(LEVELS_CAUDAL_TO_CRANIAL):
         dims = draw_vertebra(rng, level, size)
         segment_deg = lordosis_deg * LORDOSIS_SHARE[level] if level in LORDOSIS_SHARE else float(rng.uniform(-5, 1))
@@ -59,7 +74,9 @@ def build_spine(rng: np.random.Generator, s1_center: np.ndarray, s1_rotation: np
         inferior = origin + mid[:, 2] * disc
         center = inferior + top[:, 2] * dims["body_height"] / 2
         axial = rotation_about([0, 0, 1], np.radians(rng.uniform(-6, 6)))
-        vertebra = _vertebra(level, center, top @ axial, dims, rng)
+        facets = None if facet_rng is None else _facets(facet_rng, level, dims, below)
+        vertebra = _vertebra(level, center, top @ axial, dims, rng, facets)
+        below = vertebra
         soft.append(Paint(_canal(vertebra), tissue["csf"]))
         bone.append(Paint(vertebra.shape, tissue["cortical"], LABEL_IDS[f"vertebrae_{level}"],
                           layers=((cortex_mm, tissue["cancellous"] + rng.normal(0, 15)),)))
@@ -105,7 +122,22 @@ def _continue_thoracic(rng: np.random.Generator, origin: np.ndarray, rotation: n
         origin, rotation = center + top[:, 2] * dims["body_height"] / 2, top
 
 
-def _vertebra(level: str, center: np.ndarray, rotation: np.ndarray, dims: dict, rng) -> Vertebra:
+def _facets(rng: np.random.Generator, level: str, dims: dict, below: Vertebra | None) -> dict:
+    """How a vertebra meets the one below (``below``, None under L5): how far its laminae and spinous base drop
+    so that the laminae's lower edge lies a share of the disc below its body (``LAMINA_EDGE_IN_DISC``), and,
+    above L5, its facet joints' angle from the mid-sagittal plane and joint space."""
+    edge_mm = dims["body_height"] / 2 + draw(rng, LAMINA_EDGE_IN_DISC) * dims["disc_below_height"]
+    undropped_mm = LAMINA_HALF_HEIGHT_MM + SPINOUS_BASE_BELOW_PEDICLES_MM - PEDICLE_LEVEL_SHARE * dims["body_height"]
+    facets = {"below": below, "lamina_drop_mm": max(0.0, edge_mm - undropped_mm)}
+    if below is not None:
+        facets |= {"angle_deg": draw(rng, FACET_ANGLE_DEG[level]), "space_mm": draw(rng, FACET_JOINT_SPACE_MM)}
+    return facets
+
+
+def _vertebra(level: str, center: np.ndarray, rotation: np.ndarray, dims: dict, rng, facets: dict | None = None,
+              ) -> Vertebra:
+    """One vertebra; with ``facets`` (``_facets``) its laminae reach down to the disc below and its inferior
+    articular processes meet the superior ones of the vertebra below, else they stand apart."""
     def world(local):
         return center + rotation @ np.asarray(local, float)
 
@@ -113,9 +145,12 @@ def _vertebra(level: str, center: np.ndarray, rotation: np.ndarray, dims: dict, 
     width, depth, height = dims["body_width"], dims["body_depth"], dims["body_height"]
     parts: list[Shape] = [Cylinder(center, rotation, width / 2, depth / 2, height / 2)]
     pedicle_length = float(rng.uniform(14, 20))
-    pedicle_z = 0.1 * height
+    pedicle_z = PEDICLE_LEVEL_SHARE * height
     sagittal = np.radians(rng.uniform(-3, 5))
-    spinous_base = np.array([0.0, depth / 2 + pedicle_length + 10, pedicle_z - 2])
+    drop = facets["lamina_drop_mm"] if facets else 0.0
+    spinous_base = np.array([0.0, depth / 2 + pedicle_length + 10,
+                             pedicle_z - SPINOUS_BASE_BELOW_PEDICLES_MM - drop / 2])
+    superior_processes = {}
     truth = {
         "level": level,
         "body_center_lps_mm": center.tolist(),
@@ -132,13 +167,19 @@ def _vertebra(level: str, center: np.ndarray, rotation: np.ndarray, dims: dict, 
         parts.append(segment(world(isthmus + axis_local * (pedicle_length / 2 + 0.3 * depth)), world(junction),
                              dims["pedicle_width"] / 2, dims["pedicle_height"] / 2, up))
         lamina_end = spinous_base + [side * 2, 0, 0]
-        parts.append(segment(world(junction + [0, 2, 0]), world(lamina_end), 3.5, 10.0, up))
+        parts.append(segment(world(junction + [0, 2, -drop / 2]), world(lamina_end), 3.5,
+                             LAMINA_HALF_HEIGHT_MM + drop / 2, up))  # the top edge stays where it was
         transverse_start = junction + [side * 1, 4, 0]
         parts.append(Capsule(world(transverse_start),
                              world(transverse_start + [side * dims["transverse_process_length"], 4, 2]), 4.0))
-        parts.append(Capsule(world(junction + [side * 2, 5, 2]), world(junction + [side * 3, 8, 13]), 4.0))
+        superior_processes[side_name] = (world(junction + [side * 2, 5, 2]), world(junction + [side * 3, 8, 13]))
+        parts.append(Capsule(*superior_processes[side_name], SUPERIOR_PROCESS_RADIUS_MM))
         lamina_mid = (junction + spinous_base) / 2
-        parts.append(Capsule(world(lamina_mid + [side * 1, 3, -4]), world(lamina_mid + [side * 1, 6, -17]), 3.8))
+        root = world(lamina_mid + [side * 1, 3, -4])
+        if facets and facets["below"]:
+            parts.extend(_inferior_process(root, side_name, facets))
+        else:
+            parts.append(Capsule(root, world(lamina_mid + [side * 1, 6, -17]), INFERIOR_PROCESS_RADIUS_MM))
         axis = rotation @ axis_local
         truth[f"pedicle_{side_name}"] = {
             "isthmus_center_lps_mm": world(isthmus).tolist(),
@@ -151,7 +192,20 @@ def _vertebra(level: str, center: np.ndarray, rotation: np.ndarray, dims: dict, 
     spinous_length = float(rng.uniform(24, 32))
     tip = spinous_base + spinous_length * np.array([0, np.cos(0.45), -np.sin(0.45)])
     parts.append(segment(world(spinous_base), world(tip), 3.0, 9.0, up))
-    return Vertebra(level, center, rotation, dims, Union(tuple(parts)), truth)
+    return Vertebra(level, center, rotation, dims, Union(tuple(parts)), truth, superior_processes)
+
+
+def _inferior_process(root: np.ndarray, side_name: str, facets: dict) -> list[Shape]:
+    """An inferior articular process from ``root`` on the lamina down along the superior articular process of
+    the vertebra below: behind and medial to it across the joint space, the joint at its angle from the
+    mid-sagittal plane (0: the process straight medial of its partner, 90: straight behind it)."""
+    below = facets["below"]
+    base, tip = below.superior_processes[side_name]
+    angle = np.radians(facets["angle_deg"])
+    reach = SUPERIOR_PROCESS_RADIUS_MM + INFERIOR_PROCESS_RADIUS_MM + facets["space_mm"]
+    across = reach * below.rotation @ np.array([-SIDES[side_name] * np.cos(angle), np.sin(angle), 0.0])
+    upper, lower = tip + across, base + JOINT_LOW_END * (tip - base) + across
+    return [Capsule(root, upper, INFERIOR_PROCESS_RADIUS_MM), Capsule(upper, lower, INFERIOR_PROCESS_RADIUS_MM)]
 
 
 def _canal(vertebra: Vertebra) -> Shape:

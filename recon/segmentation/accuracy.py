@@ -31,14 +31,17 @@ HELD_OUT_SEED_BASE = 950_000_000  # neither a training nor a validation seed
 HELD_OUT_PHANTOMS = 16  # 4 were too few to show the levels a scan cuts off: they gave L1 0.85, these 16 give 0.72
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 LOW_DENSITY_FROM_HU, LOW_DENSITY_SHARE, LOW_DENSITY_OFFSET_HU = 60.0, 0.25, 20.0
+BODY_ID = 1  # spine_report/totalseg_vertebrae_body.nii.gz: 1 marks the vertebral bodies (2 the discs, six slabs
+#              between the bodies, not the posterior elements that data/README.md names)
 
 
 def held_out_phantoms(model, count: int = HELD_OUT_PHANTOMS, low_density: bool = False,
                       **phantom_options) -> dict:
     """Dice per bone (mean and worst over the phantoms) and the share of levels named right, on small phantoms
     (2 mm, another spacing than training's) drawn with ``phantom_options`` (``recon.phantom.make_phantom``'s:
-    hips replaced or their fracture fixed, an auricular sacrum, labels drawn with another ``labelled_share``
-    than the geometric truth), their bone made osteoporotic with ``low_density`` (``osteoporotic``)."""
+    hips replaced or their fracture fixed, an auricular sacrum, facet joints, labels drawn with another
+    ``labelled_share`` than the geometric truth), their bone made osteoporotic with ``low_density``
+    (``osteoporotic``)."""
     dice: dict[str, list[float]] = {}
     named, total = 0, 0
     for number in range(count):
@@ -68,13 +71,33 @@ def osteoporotic(ct: Volume, labels: LabelMap) -> Volume:
 
 
 def totalsegmentator_example(model, data: Path = SHARED_DATA) -> dict:
-    """``real/totalseg-example/ct.nii.gz`` (3 mm) against TotalSegmentator v1's masks."""
+    """``real/totalseg-example/ct.nii.gz`` (3 mm) against TotalSegmentator v1's masks; each vertebra also
+    split into its body and its posterior elements (``vertebral_parts``)."""
     folder = data / "real" / "totalseg-example"
     predicted = segment(load_ct(folder / "ct.nii.gz"), model=model)
-    result = evaluate(predicted, read_label_map(folder / "reference_v1"))
+    reference = read_label_map(folder / "reference_v1")
+    result = evaluate(predicted, reference)
+    bodies = read_label_map(folder / "spine_report" / "totalseg_vertebrae_body.nii.gz").labels == BODY_ID
     return {"dice": {n: round(s.dice, 4) for n, s in result.labels.items() if s.dice is not None},
             "levels_named_right": {n: s.identified for n, s in result.labels.items() if is_vertebra(n)
-                                   and s.identified is not None}}
+                                   and s.identified is not None},
+            **vertebral_parts(predicted, reference, bodies)}
+
+
+def vertebral_parts(predicted: LabelMap, reference: LabelMap, bodies: np.ndarray) -> dict:
+    """Dice of each reference vertebra's body and of its posterior elements (the rest of it: pedicles, arch,
+    processes) apart, ``bodies`` marking the vertebral bodies on the same grid."""
+    parts = {"dice_body": {}, "dice_posterior_elements": {}}
+    ids = {name: index for index, name in predicted.names.items()}
+    for index, name in reference.names.items():
+        if not is_vertebra(name):
+            continue
+        truth, found = reference.labels == index, predicted.labels == ids.get(name, -1)
+        for part, region in (("dice_body", bodies), ("dice_posterior_elements", ~bodies)):
+            a, b = truth & region, found & region
+            if a.any():
+                parts[part][name] = round(2 * np.count_nonzero(a & b) / float(a.sum() + b.sum()), 4)
+    return parts
 
 
 def lumbar_crop(ct: Volume, reference: LabelMap, top: str, bottom: str | None,
@@ -163,6 +186,7 @@ def measure(name_or_path) -> dict:
                "held_out_phantoms_with_hip_replacements": held_out_phantoms(model, hip_replacement_probability=1.0),
                "held_out_phantoms_with_hip_fixations": held_out_phantoms(model, hip_fixation_probability=1.0),
                "held_out_phantoms_with_auricular_sacrum": held_out_phantoms(model, auricular_sacrum_probability=1.0),
+               "held_out_phantoms_with_facet_joints": held_out_phantoms(model, facet_joint_probability=1.0),
                "held_out_phantoms_with_low_density_bone": held_out_phantoms(model, low_density=True)}
     trained_share = _trained_share(model.card)
     if trained_share != GEOMETRIC_SHARE:  # also against labels drawn as the model learnt them
