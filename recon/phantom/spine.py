@@ -176,7 +176,7 @@ def _vertebra(level: str, center: np.ndarray, rotation: np.ndarray, dims: dict, 
         parts.append(Capsule(*superior_processes[side_name], SUPERIOR_PROCESS_RADIUS_MM))
         lamina_mid = (junction + spinous_base) / 2
         root = world(lamina_mid + [side * 1, 3, -4])
-        if facets and facets["below"]:
+        if facets and facets["below"] is not None:
             parts.extend(_inferior_process(root, side_name, facets))
         else:
             parts.append(Capsule(root, world(lamina_mid + [side * 1, 6, -17]), INFERIOR_PROCESS_RADIUS_MM))
