@@ -96,8 +96,13 @@ def vertebral_parts(predicted: LabelMap, reference: LabelMap, bodies: np.ndarray
         for part, region in (("dice_body", bodies), ("dice_posterior_elements", ~bodies)):
             a, b = truth & region, found & region
             if a.any():
-                parts[part][name] = round(2 * np.count_nonzero(a & b) / float(a.sum() + b.sum()), 4)
+                parts[part][name] = _dice(a, b)
     return parts
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    """The Dice overlap of two masks, to four places."""
+    return round(2 * np.count_nonzero(a & b) / float(a.sum() + b.sum()), 4)
 
 
 def lumbar_crop(ct: Volume, reference: LabelMap, top: str, bottom: str | None,
@@ -176,7 +181,7 @@ def tptbox_l3(model, data: Path = SHARED_DATA) -> dict:
                          predicted.labels, 0).astype(np.int64)
     found = vertebrae == np.bincount(vertebrae[l3], minlength=2)[1:].argmax() + 1
     return {"dice_L3": round(score.dice, 4) if score and score.dice is not None else None,
-            "dice_L3_as_found": round(2 * np.count_nonzero(found & l3) / float(found.sum() + l3.sum()), 4)}
+            "dice_L3_as_found": _dice(found, l3)}
 
 
 def measure(name_or_path) -> dict:
