@@ -265,6 +265,18 @@ def test_the_coccyx_carries_the_sacrum_on_below_its_apex_curving_forward():
     assert np.ptp(tail[:, 0]) < 20.0  # narrow
 
 
+@pytest.mark.parametrize("sacral_slope_deg", [20.0, 40.0, 60.0])
+def test_the_sacrum_bends_to_end_about_level_with_the_hip_centres_whatever_its_slope(sacral_slope_deg):
+    from recon.phantom.pelvis import _sacral_bend
+    from recon.phantom.shapes import rotation_about
+
+    params = {"sacrum_length_mm": 110.0, "coccyx_length_mm": 30.0, "sacral_apex_height_mm": 0.0}
+    slope, s1_height_mm = np.radians(sacral_slope_deg), 110.0
+    sacrum = _sacrum_points(params | {"sacral_bend_mm": _sacral_bend(params, s1_height_mm, slope)})
+    heights = s1_height_mm + sacrum @ rotation_about([1, 0, 0], slope)[2]  # above the hip joint centres
+    assert -35.0 < heights.min() < -5.0  # the apex about level with them, the coccyx below
+
+
 def test_an_auricular_sacrum_keeps_its_width_down_the_auricular_surface_then_narrows_to_a_plate_concave_in_front():
     narrowing, auricular = _sacrum_points(SACRUM), _sacrum_points(AURICULAR_SACRUM)
 

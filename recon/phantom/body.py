@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from recon.phantom.render import Paint
-from recon.phantom.shapes import Capsule, Cylinder, Ellipsoid, Sphere, Union
+from recon.phantom.shapes import Capsule, Cylinder, Ellipsoid, Intersection, Shape, Sphere, Union
+
+BUTTOCKS_INTO_TABLE_MM = 15.0
 
 
 def build_body(rng: np.random.Generator, origin: np.ndarray, rotation: np.ndarray, spine: dict, hips: dict,
-               inter_asis_mm: float, tissue: dict[str, float], *, detail_rng: np.random.Generator | None = None,
-               ) -> tuple[list[Paint], list[Paint], dict]:
+               inter_asis_mm: float, tissue: dict[str, float], *, sacrum_bounds: tuple[np.ndarray, np.ndarray],
+               detail_rng: np.random.Generator | None = None) -> tuple[list[Paint], list[Paint], dict]:
     """Paints under the bones, paints over nothing (the table is outside the body), and the parameters.
+
+    The buttocks reach at least the skin and the subcutaneous fat behind the sacrum (``sacrum_bounds``, its box
+    in LPS): the sacrum's dorsal surface lies under them, with no muscle over its midline. The table presses
+    the buttocks ``BUTTOCKS_INTO_TABLE_MM`` flat.
 
     With ``detail_rng`` (a generator of its own, so the other draws stay the same), also the lower thorax
     (lung bases, liver, spleen) and mottled bowel content with gas bubbles.
@@ -29,25 +37,30 @@ def build_body(rng: np.random.Generator, origin: np.ndarray, rotation: np.ndarra
     skin, fat, wall = float(rng.uniform(2, 3)), float(rng.uniform(8, 40)), float(rng.uniform(8, 14))
     posterior_surface = l3[1] + float(rng.uniform(85, 110))
     center_y = posterior_surface - depth / 2
+    sacrum_back = max(local(corner)[1] for corner in itertools.product(*zip(*sacrum_bounds)))
+    buttocks = max(posterior_surface + BUTTOCKS_INTO_TABLE_MM, sacrum_back + skin + fat)
+    hips_front = posterior_surface - depth + 5.0
     abdomen = Cylinder(world([0, center_y, 350]), rotation, half_width - 10, depth / 2, 500.0)
-    hips_section = Cylinder(world([0, center_y + 10, -250]), rotation, half_width, depth / 2 + 5, 400.0)
+    hips_section = Cylinder(world([0, (hips_front + buttocks) / 2, -250]), rotation, half_width,
+                            (buttocks - hips_front) / 2, 400.0)
     body = Union((abdomen, hips_section))
     layers = ((skin, tissue["fat"]), (skin + fat, tissue["muscle"]), (skin + fat + wall, tissue["visceral"]))
     paints = [Paint(body, tissue["skin"], layers=layers, smooth=True)]
-    paints += _muscles(world, local, rotation, spine, hips, tissue)
+    paints += _muscles(world, local, rotation, spine, hips, tissue, body)
     if detail_rng is not None:
         paints += _lower_thorax(detail_rng, world, local, rotation, spine, tissue)
     loops: list[tuple[np.ndarray, np.ndarray]] = []
     paints += _organs(rng, world, local, rotation, spine, hips, tissue, loops)
     if detail_rng is not None:
         paints += _bowel_content(detail_rng, world, rotation, loops, tissue)
-    table = _table(world([0, posterior_surface + float(rng.uniform(0, 4)), 0]), tissue)
+    table = _table(world([0, buttocks - BUTTOCKS_INTO_TABLE_MM + float(rng.uniform(0, 4)), 0]), tissue)
     parameters = {"body_depth_mm": depth, "body_half_width_mm": half_width, "skin_mm": skin,
                   "subcutaneous_fat_mm": fat, "abdominal_wall_mm": wall}
     return paints, table, parameters
 
 
-def _muscles(world, local, frame, spine, hips, tissue) -> list[Paint]:
+def _muscles(world, local, frame, spine, hips, tissue, body: Shape) -> list[Paint]:
+    """Paraspinal muscles, psoas, and the gluteal muscles within the body's outline."""
     t12 = local(spine["vertebrae_T12"]["body_center_lps_mm"])
     l5 = local(spine["vertebrae_L5"]["body_center_lps_mm"])
     paints = []
@@ -58,7 +71,7 @@ def _muscles(world, local, frame, spine, hips, tissue) -> list[Paint]:
         head = local(hips["left" if side > 0 else "right"]["femoral_head_center_lps_mm"])
         gluteal = Ellipsoid(world(head + [side * 10, 65, 25]), np.array([60.0, 45.0, 90.0]), frame)
         paints += [Paint(paraspinal, tissue["muscle"]), Paint(psoas, tissue["muscle"] + 5),
-                   Paint(gluteal, tissue["muscle"])]
+                   Paint(Intersection((gluteal, body)), tissue["muscle"])]
     return paints
 
 

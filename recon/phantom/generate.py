@@ -76,7 +76,7 @@ def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] 
     fixation_rng = np.random.default_rng((int(seed), 5))  # leaves the other generators' draws as they were
     fixed = {side: fixation_rng for side in ("left", "right")
              if fixation_rng.uniform() < hip_fixation_probability and side not in replaced}
-    s1_center, s1_rotation, pelvis_soft, pelvis_bone, pelvis_truth = build_pelvis(
+    s1_center, s1_rotation, pelvis_soft, pelvis_bone, pelvis_truth, sacrum_bounds = build_pelvis(
         pelvis_params, origin, rotation, tissue, rng, cortex_mm=cortex_mm["pelvis"], replaced=replaced,
         fixed=fixed)
     facet_rng = np.random.default_rng((int(seed), 7))  # leaves the other generators' draws as they were
@@ -86,7 +86,8 @@ def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] 
                                                    cortex_mm=cortex_mm["vertebra"], detail_rng=detail_rng,
                                                    facet_rng=facet_rng if facets else None)
     body, table, body_params = build_body(rng, origin, rotation, vertebrae, pelvis_truth["hips"],
-                                          pelvis_params["inter_asis_mm"], tissue, detail_rng=detail_rng)
+                                          pelvis_params["inter_asis_mm"], tissue, sacrum_bounds=sacrum_bounds,
+                                          detail_rng=detail_rng)
     grid = _grid(rng, size, shape, spacing_mm, vertebrae, pelvis_truth["hips"])
     imaging = Imaging(
         blur_sigma_mm=(float(rng.uniform(0.35, 0.8)),) * 2 + (float(max(0.4, 0.42 * grid.spacing_mm[2] * rng.uniform(1, 1.5))),),

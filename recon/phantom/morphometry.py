@@ -35,6 +35,14 @@ Sources, as ranges read off their tables (adult, mixed sex):
   surface (S1-S3). The coccyx, 3-5 segments about 2-4.5 cm long, continues the curve forward (Woon JTK,
   Stringer MD, Clin Anat 2012;25(2):158-167); reference segmentations (TotalSegmentator) have no coccyx class
   and count it with the sacrum, and so do the phantoms. Ranges in ``SACRUM_RANGES``.
+- Sacral apex: with the pelvis lying flat on its front, the sacrococcygeal joint lies 22 +- 14 mm above the
+  superior pubic tubercles, unrelated to the pelvic incidence (248 cadaveric pelvises: Correlation between the
+  distance from the pubic symphysis to the sacrum with pelvic incidence, 2019, PubMed 31109191), and the
+  tubercles lie 8-13% of the inter-ASIS distance (17-34 mm) below the hip joint centres (the phantoms'
+  ``build_pelvis``). So the apex lies about level with the hip joint centres whatever the sacral slope: a steep
+  S1 endplate sends the upper sacrum back more than down, and the lower sacrum turns down (the sacral kyphosis
+  is larger). Phantoms draw the apex's height above the centres (``sacral_apex_height_mm``) from -25 to 25 mm
+  (22 mm less 25, give or take about two standard deviations of the first) and bend the sacrum to reach it.
 - Auricular sacrum: the sacrum's lateral masses keep the interauricular width (109 +- 11 mm) down the whole
   auricular surface, 56 +- 5 mm tall in dry female sacra (Oman Med J 2017, PMC5799488, table 2) and 59-71 mm
   on post-mortem CT (sacral morphological variations in a Korean population, a PMCT case series, 2026), and
@@ -104,7 +112,7 @@ PELVIC_MARROW_RANGES = {"pelvic_cancellous_share": (0.35, 1.0)}
 
 SACRUM_RANGES = {
     "sacrum_length_mm": (95.0, 125.0),
-    "sacral_bend_mm": (8.0, 30.0),
+    "sacral_apex_height_mm": (-25.0, 25.0),
     "coccyx_length_mm": (20.0, 45.0),
 }
 

@@ -24,6 +24,8 @@ SI_JOINT_GAP_MM = 2.5
 SACRAL_SEGMENTS = 7
 COCCYGEAL_SEGMENTS = 4
 COCCYX_FORWARD_DEG = 25.0
+SACRAL_CURVE_BACK_MM = 24.0  # how far behind S1's centre the sacral curve runs before it bends forward
+MAX_SACRAL_BEND_SHARE = 0.6  # of the sacrum's length
 
 
 def draw_pelvis(rng: np.random.Generator, detail_rng: np.random.Generator) -> dict[str, float]:
@@ -37,7 +39,8 @@ def build_pelvis(params: dict, origin: np.ndarray, rotation: np.ndarray, tissue:
                  rng: np.random.Generator, *, cortex_mm: float = 1.5,
                  replaced: dict[str, np.random.Generator] | None = None,
                  fixed: dict[str, np.random.Generator] | None = None):
-    """Returns (S1 endplate centre, S1 frame, soft paints, bone paints, truth of hips and landmarks);
+    """Returns (S1 endplate centre, S1 frame, soft paints, bone paints, truth of hips and landmarks, the
+    sacrum's bounding box in LPS);
     the sacrum and hip bones get a cortical shell ``cortex_mm`` thick. ``replaced`` maps the sides that carry a
     hip replacement to the generator that draws it, ``fixed`` those whose femur carries a fracture fixation."""
 
@@ -50,7 +53,8 @@ def build_pelvis(params: dict, origin: np.ndarray, rotation: np.ndarray, tissue:
     sacral_slope = np.radians(params["pelvic_incidence_deg"] - params["pelvic_tilt_deg"])
     s1_local = params["hip_to_s1_mm"] * np.array([0.0, np.sin(tilt), np.cos(tilt)])
     s1_rotation = rotation @ rotation_about([1, 0, 0], sacral_slope)
-    sacrum = _sacrum(world(s1_local), s1_rotation, params)
+    bend = _sacral_bend(params, s1_local[2], sacral_slope)
+    sacrum = _sacrum(world(s1_local), s1_rotation, params | {"sacral_bend_mm": bend})
     head_radius = params["femoral_head_diameter_mm"] / 2
     acetabulum_radius = head_radius + params["joint_space_mm"]
     soft, hips, landmarks = [], {}, {}
@@ -94,7 +98,8 @@ def build_pelvis(params: dict, origin: np.ndarray, rotation: np.ndarray, tissue:
         }
         landmarks[f"asis_{side_name}"] = world(asis_local).tolist()
         landmarks[f"pubic_tubercle_{side_name}"] = world(tubercle_local).tolist()
-    return world(s1_local), s1_rotation, soft, bones, {"hips": hips, "landmarks_lps_mm": landmarks}
+    return (world(s1_local), s1_rotation, soft, bones, {"hips": hips, "landmarks_lps_mm": landmarks},
+            sacrum.bounds())
 
 
 def _sacrum(s1: np.ndarray, frame: np.ndarray, params: dict) -> Shape:
@@ -106,12 +111,13 @@ def _sacrum(s1: np.ndarray, frame: np.ndarray, params: dict) -> Shape:
     posterior, up = frame[:, 1], frame[:, 2]
     body = Cylinder(s1 - up * 14, frame, 24.0, 17.0, 14.0)
     alae = Ellipsoid(s1 - up * 22 + posterior * 8, np.array([56.0, 22.0, 22.0]), frame)
-    controls = np.array([[12.0, -24.0], [24.0, -0.6 * length_mm], [24.0 - params["sacral_bend_mm"], -length_mm]])
+    controls = np.array([[12.0, -24.0], [SACRAL_CURVE_BACK_MM, -0.6 * length_mm],
+                         [SACRAL_CURVE_BACK_MM - params["sacral_bend_mm"], -length_mm]])
     segments = []
+    half_length = 0.8 * _arc_length(controls) / (SACRAL_SEGMENTS - 1)
     for t in np.linspace(0.0, 1.0, SACRAL_SEGMENTS):
-        point = (1 - t) ** 2 * controls[0] + 2 * t * (1 - t) * controls[1] + t**2 * controls[2]
+        point = _bezier(controls, t)
         tangent = 2 * (1 - t) * (controls[1] - controls[0]) + 2 * t * (controls[2] - controls[1])
-        half_length = 0.8 * (length_mm - 24.0) / (SACRAL_SEGMENTS - 1)
         if "auricular_height_mm" in params:
             segments += _auricular_segment(s1, frame, point, tangent, t, half_length, params)
         else:
@@ -120,6 +126,27 @@ def _sacrum(s1: np.ndarray, frame: np.ndarray, params: dict) -> Shape:
     segments += _coccyx(s1, frame, controls[2], 2 * (controls[2] - controls[1]), params["coccyx_length_mm"])
     canal = Capsule(s1 + posterior * 24 + up * 5, s1 + posterior * 30 - up * 85, 6.0)
     return Difference(Union((body, alae, *segments)), canal)
+
+
+def _bezier(controls: np.ndarray, t):
+    """Points of the quadratic Bezier curve through ``controls`` (rows) at ``t`` (scalar or column)."""
+    return (1 - t) ** 2 * controls[0] + 2 * t * (1 - t) * controls[1] + t**2 * controls[2]
+
+
+def _arc_length(controls: np.ndarray) -> float:
+    points = _bezier(controls, np.linspace(0.0, 1.0, 65)[:, None])
+    return float(np.linalg.norm(np.diff(points, axis=0), axis=1).sum())
+
+
+def _sacral_bend(params: dict, s1_height_mm: float, sacral_slope: float) -> float:
+    """``_sacrum``'s forward bend at the apex that brings the apex to ``sacral_apex_height_mm`` above the hip
+    joint centres (S1's centre lies ``s1_height_mm`` above them), at most ``MAX_SACRAL_BEND_SHARE`` of the
+    sacrum's length and never backwards. The sacral frame's posterior axis rises ``sin(sacral_slope)`` per mm
+    and its up axis ``cos(sacral_slope)``."""
+    length_mm = params["sacrum_length_mm"]
+    apex_back_mm = (params["sacral_apex_height_mm"] - s1_height_mm + np.cos(sacral_slope) * length_mm) / np.sin(
+        sacral_slope)
+    return float(np.clip(SACRAL_CURVE_BACK_MM - apex_back_mm, 0.0, MAX_SACRAL_BEND_SHARE * length_mm))
 
 
 def _auricular_segment(s1, frame, point, tangent, t: float, half_length: float, params: dict) -> list[Shape]:
