@@ -277,6 +277,16 @@ def test_the_sacrum_bends_to_end_about_level_with_the_hip_centres_whatever_its_s
     assert -35.0 < heights.min() < -5.0  # the apex about level with them, the coccyx below
 
 
+def test_the_sacrum_lies_under_the_skin_and_fat_of_the_buttocks_even_where_it_runs_far_back():
+    phantom = make_phantom(3, shape=(96, 96, 100), spacing_mm=(4.0, 4.0, 4.0))  # sacral slope 64 degrees
+    sacrum = phantom.labels.labels == LABEL_IDS["sacrum"]
+    air = phantom.ct.hu < -500.0
+    air_behind = np.zeros_like(air)
+    for voxels in (1, 2):  # up to 8 mm behind (index axis 1 points posterior)
+        air_behind[:, :-voxels] |= air[:, voxels:]
+    assert sacrum.sum() > 1000 and not (sacrum & air_behind).any()
+
+
 def test_an_auricular_sacrum_keeps_its_width_down_the_auricular_surface_then_narrows_to_a_plate_concave_in_front():
     narrowing, auricular = _sacrum_points(SACRUM), _sacrum_points(AURICULAR_SACRUM)
 
