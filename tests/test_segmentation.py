@@ -588,6 +588,25 @@ def test_a_low_density_draw_pairs_a_faint_cortex_with_fatty_marrow_and_old_confi
     assert _low_density({**osteoporotic, "low_density_probability": 0.0}, rng)["bone_scale"] == augment["bone_scale"]
 
 
+def test_bone_fades_smoothly_from_place_to_place_and_soft_tissue_keeps_its_value():
+    from recon.segmentation.train import _augment_intensity
+
+    base = {key: value for key, value in default_config()["augment"].items()
+            if key in ("bone_threshold_hu", "bone_scale", "hu_scale", "hu_shift", "blur_voxels", "slice_blur_voxels",
+                       "noise_hu")}
+    base |= {"bone_scale": [1.0, 1.0], "hu_scale": [1.0, 1.0], "hu_shift": [0.0, 0.0], "blur_voxels": [0.0, 0.0],
+             "slice_blur_voxels": [0.0, 0.0], "noise_hu": [0.0, 0.0]}
+    hu = np.full((40, 40, 40), 40.0, np.float32)
+    hu[:, :, ::2] = 1150.0  # bone in every other slice
+    fading = base | {"bone_fade_probability": 1.0, "bone_fade_min": [0.2, 0.2], "bone_fade_cells": 3}
+    faded = _augment_intensity(hu, fading, np.random.default_rng(3))
+    share = (faded[:, :, ::2] - 150.0) / 1000.0
+    assert np.all(faded[:, :, 1::2] == 40.0)
+    assert 0.2 - 1e-4 <= share.min() < 0.5 and share.max() > 0.7 and share.max() <= 1.0 + 1e-4
+    assert np.abs(np.diff(share, axis=0)).max() < 0.1  # no step from voxel to voxel
+    assert np.array_equal(_augment_intensity(hu, base, np.random.default_rng(3)), hu)  # no key, no fade
+
+
 def test_a_tight_crop_repeats_its_edge_voxels_to_the_patch_size_labels_alike():
     from recon.segmentation.train import training_crop
 

@@ -303,12 +303,15 @@ def _marrow_variation(hu: np.ndarray, target: np.ndarray, augment: dict, rng: np
 
 def _augment_intensity(hu: np.ndarray, augment: dict, rng: np.random.Generator) -> np.ndarray:
     """Scanner and patient variation, SynthSeg-like where the configuration asks for it (keys absent from an
-    older configuration switch that part off): bone density, a random monotone HU curve, band-limited
-    texture in bone and soft tissue, a smooth bias field, blur, coarser resolution, and noise."""
+    older configuration switch that part off): bone density, at times fading from place to place, a random
+    monotone HU curve, band-limited texture in bone and soft tissue, a smooth bias field, blur, coarser
+    resolution, and noise."""
     threshold = augment["bone_threshold_hu"]
     bone = hu > threshold
     hu = hu.copy()
     hu[bone] = threshold + (hu[bone] - threshold) * rng.uniform(*augment["bone_scale"])
+    if "bone_fade_probability" in augment and rng.uniform() < augment["bone_fade_probability"]:
+        hu[bone] = threshold + (hu[bone] - threshold) * _bone_fade(hu.shape, augment, rng)[bone]
     if "curve_jitter_hu" in augment and rng.uniform() < augment.get("curve_probability", 1.0):
         hu = _random_curve(hu, augment["curve_jitter_hu"], rng)
     hu = hu * rng.uniform(*augment["hu_scale"]) + rng.uniform(*augment["hu_shift"])
@@ -322,6 +325,14 @@ def _augment_intensity(hu: np.ndarray, augment: dict, rng: np.random.Generator) 
     if "downsample" in augment and rng.uniform() < augment.get("downsample_probability", 0.0):
         hu = _degrade_resolution(hu, augment["downsample"], rng)
     return hu + rng.normal(0.0, rng.uniform(*augment["noise_hu"]), hu.shape).astype(np.float32)
+
+
+def _bone_fade(shape, augment: dict, rng: np.random.Generator) -> np.ndarray:
+    """A smooth factor between a faintest share drawn from ``bone_fade_min`` and 1: bone that fades over a few
+    centimetres while the bone beside it stays bright, as a lower sacrum and coccyx, or the thin fossa of an
+    iliac wing, show at 3 mm next to a dense S1 or acetabulum."""
+    faintest = rng.uniform(*augment["bone_fade_min"])
+    return 1.0 - (1.0 - faintest) * (_smooth_field(shape, augment["bone_fade_cells"], rng) + 1.0) / 2.0
 
 
 def _random_curve(hu: np.ndarray, jitter: dict, rng: np.random.Generator) -> np.ndarray:
