@@ -47,29 +47,29 @@ PINNED_TPTBOX_L3 = {"dice_L3": 0.0139,  # real/tptbox-l3: L3 is found whole but 
                     "dice_L3_as_found": 0.7434}
 PELVIC_BONES = {"sacrum", "hip_left", "hip_right", "femur_left", "femur_right"}
 PINNED_PHANTOM_WORST = {
-    "femur_left": 0.9304,
-    "femur_right": 0.9421,
-    "hip_left": 0.8015,
-    "hip_right": 0.7821,
-    "sacrum": 0.8115,
-    "vertebrae_T12": 0.3189,
-    "vertebrae_L1": 0.8538,
-    "vertebrae_L2": 0.8772,
-    "vertebrae_L3": 0.8672,
-    "vertebrae_L4": 0.8499,
-    "vertebrae_L5": 0.8632,
+    "femur_left": 0.9305,
+    "femur_right": 0.9436,
+    "hip_left": 0.8049,
+    "hip_right": 0.8707,
+    "sacrum": 0.8588,
+    "vertebrae_T12": 0.3218,
+    "vertebrae_L1": 0.8554,
+    "vertebrae_L2": 0.8778,
+    "vertebrae_L3": 0.8634,
+    "vertebrae_L4": 0.8672,
+    "vertebrae_L5": 0.8724,
 }
 PINNED_HIP_REPLACEMENT_WORST = {
-    "femur_left": 0.8689,
-    "femur_right": 0.9068,
-    "hip_left": 0.8015,
-    "hip_right": 0.7821,
+    "femur_left": 0.8695,
+    "femur_right": 0.9071,
+    "hip_left": 0.8049,
+    "hip_right": 0.8495,
 }
 PINNED_HIP_FIXATION_WORST = {  # held-out phantom 950000001: a cephalomedullary nail left, cannulated screws right
-    "femur_left": 0.8066,
-    "femur_right": 0.814,
-    "hip_left": 0.8015,
-    "hip_right": 0.7821,
+    "femur_left": 0.8049,
+    "femur_right": 0.8069,
+    "hip_left": 0.8049,
+    "hip_right": 0.8244,
 }
 
 
@@ -118,8 +118,9 @@ def test_a_narrow_crop_of_the_real_lumbar_spine_shows_no_pelvic_bone_the_referen
 
 def test_spine_centred_crops_of_held_out_phantoms_counted_from_the_lumbosacral_junction_are_named_right(model):
     crops = phantom_lumbar_crops(model, seeds=range(HELD_OUT_SEED_BASE, HELD_OUT_SEED_BASE + 2))
-    assert crops["sacrum"]["crops"] == 4 and crops["sacrum"]["named_right"] == crops["sacrum"]["vertebrae"] == 7
-    assert crops["none"]["named_right"] >= 16 - 2  # 16 of 34 when measured: without the junction, a guess
+    assert crops["sacrum"]["crops"] == 6 and crops["sacrum"]["vertebrae"] == 11
+    assert crops["sacrum"]["named_right"] >= 9  # 9 of 11 when measured (7 of 7 before the sacrum bent down)
+    assert crops["none"]["named_right"] >= 17 - 2  # 17 of 30 when measured: without the junction, a guess
 
 
 def test_held_out_phantoms_hold_their_measured_dice(model):
