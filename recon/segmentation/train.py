@@ -309,9 +309,10 @@ def _augment_intensity(hu: np.ndarray, augment: dict, rng: np.random.Generator) 
     threshold = augment["bone_threshold_hu"]
     bone = hu > threshold
     hu = hu.copy()
-    hu[bone] = threshold + (hu[bone] - threshold) * rng.uniform(*augment["bone_scale"])
+    scale = rng.uniform(*augment["bone_scale"])
     if "bone_fade_probability" in augment and rng.uniform() < augment["bone_fade_probability"]:
-        hu[bone] = threshold + (hu[bone] - threshold) * _bone_fade(hu.shape, augment, rng)[bone]
+        scale = scale * _bone_fade(hu.shape, augment, rng)[bone]
+    hu[bone] = threshold + (hu[bone] - threshold) * scale
     if "curve_jitter_hu" in augment and rng.uniform() < augment.get("curve_probability", 1.0):
         hu = _random_curve(hu, augment["curve_jitter_hu"], rng)
     hu = hu * rng.uniform(*augment["hu_scale"]) + rng.uniform(*augment["hu_shift"])
