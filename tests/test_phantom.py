@@ -287,6 +287,28 @@ def test_the_sacrum_lies_under_the_skin_and_fat_of_the_buttocks_even_where_it_ru
     assert sacrum.sum() > 1000 and not (sacrum & air_behind).any()
 
 
+@pytest.mark.parametrize("side", [1.0, -1.0])
+def test_the_iliac_wing_thins_in_its_middle_to_the_fossa_and_keeps_its_thickness_towards_the_crest(side):
+    from recon.phantom.pelvis import ILIAC_FOSSA_UP_MM, _iliac_fossa
+    from recon.phantom.shapes import Difference, Ellipsoid, rotation_about
+
+    frame = rotation_about([0, 0, 1], side * 0.4) @ rotation_about([0, 1, 0], side * 0.35)
+    radii, center = np.array([5.0, 72.0, 62.0]), np.array([side * 120.0, 30.0, 40.0])
+    plain = Ellipsoid(center, radii, frame)
+    wing = Difference(plain, _iliac_fossa(center, radii, frame, side, 1.5))
+
+    def thickness(shape, up_mm):  # the extent along the wing's first axis, in 0.05 mm steps, through the point
+        line = center + frame[:, 2] * up_mm + np.outer(np.arange(-8.0, 8.0, 0.05), frame[:, 0])
+        inside = line[shape.sdf(line) <= 0] @ (side * frame[:, 0])
+        return np.ptp(inside), inside.max()
+
+    fossa, outer_face = thickness(wing, ILIAC_FOSSA_UP_MM)
+    assert fossa == pytest.approx(1.5, abs=0.15)
+    assert outer_face > radii[0] * 0.9  # the plate left is the wing's outer face: the hollow faces the body
+    assert fossa + 1.0 < thickness(wing, ILIAC_FOSSA_UP_MM - 20.0)[0] < thickness(plain, ILIAC_FOSSA_UP_MM - 20.0)[0]
+    assert thickness(wing, ILIAC_FOSSA_UP_MM - 45.0) == thickness(plain, ILIAC_FOSSA_UP_MM - 45.0)  # beyond its reach
+
+
 def test_an_auricular_sacrum_keeps_its_width_down_the_auricular_surface_then_narrows_to_a_plate_concave_in_front():
     narrowing, auricular = _sacrum_points(SACRUM), _sacrum_points(AURICULAR_SACRUM)
 

@@ -29,6 +29,12 @@ Sources, as ranges read off their tables (adult, mixed sex):
 - Ilium detail (textbook proportions, not read off one table): the iliac wing is thin in the fossa (a few
   millimetres, translucent in places) and thick along its crest and above the acetabulum. Ranges in
   ``ILIUM_RANGES``.
+- Iliac fossa: on CT of 200 hemipelves every ilium had an elliptical area of about 22 cm^2 where its inner and
+  outer cortices come within 5 mm of each other, and 48% converged there to a single cortex; the area begins
+  14-20 mm below the top of the crest (Wang M et al., Defining the iliac wing osseous fixation pathways,
+  2020, Mendeley Data doi:10.17632/n5bkvctf4c.1). Phantoms hollow the wing's inner face so that its middle
+  thins to a plate ``iliac_fossa_mm`` thick (``ILIAC_FOSSA_RANGES``: from a single cortex to 4 mm), and it thickens
+  again towards the crest and the posterior ilium (``pelvis.py``'s ``_iliac_fossa``).
 - Sacrum (textbook proportions): about 10-12 cm from the S1 endplate to the apex, narrowing from the alae to
   2-3 cm at the apex, concave in front with the lower segments curving forward (the sacral kyphosis).
   The posterior ilium is a thick block behind and beside the alae, meeting the sacrum across the auricular
@@ -110,6 +116,8 @@ ILIUM_RANGES = {
 
 PELVIC_MARROW_RANGES = {"pelvic_cancellous_share": (0.35, 1.0)}
 
+ILIAC_FOSSA_RANGES = {"iliac_fossa_mm": (1.0, 4.0)}
+
 SACRUM_RANGES = {
     "sacrum_length_mm": (95.0, 125.0),
     "sacral_apex_height_mm": (-25.0, 25.0),
@@ -129,7 +137,8 @@ FACET_ANGLE_DEG = {"T11": (30.0, 70.0), "T12": (20.0, 40.0), "L1": (20.0, 40.0),
 FACET_JOINT_SPACE_MM = (1.0, 2.5)
 LAMINA_EDGE_IN_DISC = (0.2, 0.8)  # the laminae's lower edge this share of the disc below the body (with facet joints)
 
-PELVIS_DETAIL_RANGES = ILIUM_RANGES | SACRUM_RANGES | PELVIC_MARROW_RANGES  # drawn from the detail generator
+PELVIS_DETAIL_RANGES = (ILIUM_RANGES | SACRUM_RANGES | PELVIC_MARROW_RANGES  # drawn from the detail generator
+                        | ILIAC_FOSSA_RANGES)
 
 CORTEX_MM = {"vertebra": (0.2, 0.8), "pelvis": (0.4, 1.5)}
 

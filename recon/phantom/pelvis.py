@@ -26,6 +26,8 @@ COCCYGEAL_SEGMENTS = 4
 COCCYX_FORWARD_DEG = 25.0
 SACRAL_CURVE_BACK_MM = 24.0  # how far behind S1's centre the sacral curve runs before it bends forward
 MAX_SACRAL_BEND_SHARE = 0.6  # of the sacrum's length
+ILIAC_FOSSA_UP_MM = 20.0  # the thinnest wing lies this far above the wing's centre, about 40 mm below the crest
+ILIAC_FOSSA_RADII_MM = (20.0, 50.0, 40.0)  # the hollow's depth, and its extent along the wing and upwards
 
 
 def draw_pelvis(rng: np.random.Generator, detail_rng: np.random.Generator) -> dict[str, float]:
@@ -223,6 +225,7 @@ def _hip_bone(side, params, world, rotation, center, asis, tubercle, acetabulum_
     wing_center = bump - anterior_dir * 66
     wing_radii = np.array([params["wing_half_thickness_mm"], 72.0, 62.0])
     wing = Ellipsoid(world(wing_center), wing_radii, wing_frame)
+    wing = Difference(wing, _iliac_fossa(world(wing_center), wing_radii, wing_frame, side, params["iliac_fossa_mm"]))
     tubercle_center = tubercle + np.array([0.0, 4.0, 0.0])
     pubic_body = tubercle + np.array([-side * 2.0, 14.0, -10.0])
     tuberosity = center + np.array([-side * 8.0, 22.0, -62.0])
@@ -247,6 +250,18 @@ def _hip_bone(side, params, world, rotation, center, asis, tubercle, acetabulum_
         *_iliac_crest(world(wing_center), wing_radii, wing_frame, params["crest_radius_mm"]),
     ]
     return Union(tuple(parts))
+
+
+def _iliac_fossa(center, radii, frame, side: float, thickness_mm: float) -> Shape:
+    """The hollow of the wing's inner face that thins its middle, ``ILIAC_FOSSA_UP_MM`` above the wing's centre, to
+    a plate ``thickness_mm`` thick against its outer face (the wing's first axis points out of the body on the
+    left and into it on the right), thickening again towards the crest and the posterior ilium."""
+    lateral = side * frame[:, 0]
+    middle = center + frame[:, 2] * ILIAC_FOSSA_UP_MM
+    half_thickness = radii[0] * np.sqrt(1.0 - (ILIAC_FOSSA_UP_MM / radii[2]) ** 2)
+    depth, across, up = ILIAC_FOSSA_RADII_MM
+    hollow_center = middle + lateral * (half_thickness - thickness_mm - depth)
+    return Ellipsoid(hollow_center, np.array([depth, across, up]), frame)
 
 
 def _iliac_crest(center, radii, frame, radius: float) -> list[Shape]:
