@@ -288,7 +288,7 @@ def test_the_sacrum_lies_under_the_skin_and_fat_of_the_buttocks_even_where_it_ru
 
 
 @pytest.mark.parametrize("side", [1.0, -1.0])
-def test_the_iliac_wing_thins_in_its_middle_to_the_fossa_and_keeps_its_thickness_towards_the_crest(side):
+def test_the_iliac_wing_thins_in_its_middle_to_the_fossa_and_thickens_again_around_it(side):
     from recon.phantom.pelvis import ILIAC_FOSSA_UP_MM, _iliac_fossa
     from recon.phantom.shapes import Difference, Ellipsoid, rotation_about
 
