@@ -137,8 +137,8 @@ FACET_ANGLE_DEG = {"T11": (30.0, 70.0), "T12": (20.0, 40.0), "L1": (20.0, 40.0),
 FACET_JOINT_SPACE_MM = (1.0, 2.5)
 LAMINA_EDGE_IN_DISC = (0.2, 0.8)  # the laminae's lower edge this share of the disc below the body (with facet joints)
 
-PELVIS_DETAIL_RANGES = (ILIUM_RANGES | SACRUM_RANGES | PELVIC_MARROW_RANGES  # drawn from the detail generator
-                        | ILIAC_FOSSA_RANGES)
+# drawn from the detail generator in this order; ranges added later go last, so earlier draws stay as they were
+PELVIS_DETAIL_RANGES = ILIUM_RANGES | SACRUM_RANGES | PELVIC_MARROW_RANGES | ILIAC_FOSSA_RANGES
 
 CORTEX_MM = {"vertebra": (0.2, 0.8), "pelvis": (0.4, 1.5)}
 
