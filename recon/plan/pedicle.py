@@ -6,9 +6,11 @@ canal, the pedicle is the bony run between canal and outside, and the centres of
 The axis is then the line that keeps deepest inside the bone over 12 mm around that guess (the axis of the
 widest cylinder the pedicle holds), and that is still in bone 8-20 mm ahead (a pedicle leads into the body; at
 3 mm the pedicle and the transverse process can merge into one slab whose deepest line runs sideways), found
-by Nelder-Mead over the line's offset and direction from three starting headings, then straightened onto the
-middles of the pedicle's cross-sections (the centres of the ellipses fitted to their outlines, which voxel
-steps move far less than the middles of single chords).
+by Nelder-Mead over the line's offset and direction from three starting headings (tilting the line out of the
+endplates' plane costs TILT_COST_MM of depth a radian: pedicles run close to that plane, and in a pedicle
+taller than wide, or on 3 mm labels where one voxel more or less moves the deepest line, depth alone hardly
+tells the tilt), then straightened onto the middles of the pedicle's cross-sections (the centres of the
+ellipses fitted to their outlines, which voxel steps move far less than the middles of single chords).
 The isthmus centre is where that line crosses the first guess's level (mid-pedicle); its width and height are
 those of the ellipse fitted to the pedicle's outline in each cross-section (rays every 10 degrees, each to a
 twentieth of a millimetre), the median over 6 mm of the line: a fit over the whole outline averages out the
@@ -38,6 +40,7 @@ CORRIDOR_HALF_MM = 6.0  # the stretch of the line, either side of the first gues
 FIELD_HALF_MM = 20.0
 AHEAD_MM = (8.0, 20.0)  # a pedicle leads into the body: this far ahead of the first guess, the line is in bone
 MAX_SHIFT_MM = 6.0  # how far the corridor may move from the first guess before it pays
+TILT_COST_MM = 1.0  # what tilting the corridor a radian out of the endplates' plane costs, in mm of depth
 FIRST_YAWS_DEG = (-15.0, 0.0, 15.0)
 CENTRE_HALF_MM = 6.0
 CHORD_LIMIT = 1.5  # a chord longer than this many inscribed diameters has run into a process
@@ -130,8 +133,9 @@ def _widest_corridor(distance, start: np.ndarray, first_axis: np.ndarray) -> tup
         point, direction = line(parameters)
         shift = np.hypot(parameters[0], parameters[1])
         outside_ahead = max(0.0, float(distance(point + ahead[:, None] * direction).max()))
+        tilt = abs(float(np.arcsin(np.clip(direction[2], -1.0, 1.0))))
         return float(distance(point + depths[:, None] * direction).max() + max(0.0, shift - MAX_SHIFT_MM)
-                     + outside_ahead)
+                     + outside_ahead + TILT_COST_MM * tilt)
 
     simplex_steps = np.diag([2.0, 2.0, np.radians(8), np.radians(8)])
     results = []
@@ -200,7 +204,10 @@ def _first_axis(bone: VertebraBone, side: float) -> tuple[np.ndarray, np.ndarray
     canal_x, canal_y = bone.canal_local_mm
     start_column = int(round((canal_x - corner[0]) / h))
     front_row = max(int(round((bone.canal_front_y_mm - corner[1]) / h)), 0)
-    back_row = min(int(round((canal_y - corner[1]) / h)), inside.shape[1] - 1)  # pedicles flank the canal's front
+    # pedicles flank the canal's front half, which is at least MIN_CANAL_HALF_MM deep even where the arch
+    # seen from above hides much of the canal and so moves its centre forward
+    back_y = max(canal_y, bone.canal_front_y_mm + MIN_CANAL_HALF_MM)
+    back_row = min(int(round((back_y - corner[1]) / h)), inside.shape[1] - 1)
     step = 1 if side > 0 else -1
     rows = np.arange(front_row, back_row + 1)
     kept = []
