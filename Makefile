@@ -33,12 +33,17 @@ bench: setup
 # revised pelvis (about 40 min), 1000 more with edge labels (about 40 min), 1000 more with the coccyx, posterior
 # ilium and tight crops (about 40 min), then its measured accuracy
 model: setup
-	rm -rf models/bone3mm build/bone3mm_base build/bone3mm_implants build/bone3mm_pelvis build/bone3mm_edges
+	rm -rf models/bone3mm build/bone3mm_base build/bone3mm_implants build/bone3mm_pelvis build/bone3mm_edges \
+		build/bone3mm_crops build/bone3mm_fossa build/bone3mm_fossa_again
 	$(BIN)/recon train -o build/bone3mm_base --steps 4000
 	$(BIN)/recon train -o build/bone3mm_implants --config recon/data/training_hip_implants.json --init build/bone3mm_base
 	$(BIN)/recon train -o build/bone3mm_pelvis --config recon/data/training_pelvis_anatomy.json --init build/bone3mm_implants
 	$(BIN)/recon train -o build/bone3mm_edges --config recon/data/training_bone_edges.json --init build/bone3mm_pelvis
-	$(BIN)/recon train -o models/bone3mm --config recon/data/training_sacrum_tight_crops.json --init build/bone3mm_edges
+	$(BIN)/recon train -o build/bone3mm_crops --config recon/data/training_sacrum_tight_crops.json --init build/bone3mm_edges
+	$(BIN)/recon train -o build/bone3mm_fossa --config recon/data/training_iliac_fossa.json --init build/bone3mm_crops
+	$(BIN)/recon train -o build/bone3mm_fossa_again --config recon/data/training_iliac_fossa.json --seed 20 \
+		--init build/bone3mm_fossa
+	$(BIN)/recon average -o models/bone3mm build/bone3mm_fossa_again build/bone3mm_crops
 	$(BIN)/python -m recon.segmentation.accuracy models/bone3mm
 
 clean:

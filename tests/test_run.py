@@ -41,10 +41,10 @@ def test_run_with_an_existing_segmentation_writes_every_output(tmp_path, capsys)
 
 
 def test_run_with_the_shipped_network_on_real_ct_plans_most_lumbar_screws(tmp_path):
-    """The whole pipeline on the real CT with recon's own labels. Measured 2026-12-06: 9 of the 10 lumbar
-    screws planned (L5 left finds no pedicle; 8 before the pedicle finder's first guess kept to the pedicle's
-    slab, the L5 pair finding none); before the fix to shortening touching screws, this run crashed on a screw
-    shortened short of its pedicle."""
+    """The whole pipeline on the real CT with recon's own labels. Measured 2026-12-07: 9 of the 10 lumbar
+    screws planned (L5 left: no catalogue length fits its 23 mm of bone); 6 with these weights before the
+    pedicle finder's tilt cost and the canal's least depth, 8 with the previous weights; before the fix to
+    shortening touching screws, this run crashed on a screw shortened short of its pedicle."""
     study = shared_path("real/totalseg-example")
     out = tmp_path / "run"
     assert main(["run", str(study / "ct.nii.gz"), "--procedure", "spine", "-o", str(out)]) == 0
