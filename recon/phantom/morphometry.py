@@ -49,16 +49,6 @@ Sources, as ranges read off their tables (adult, mixed sex):
   S1 endplate sends the upper sacrum back more than down, and the lower sacrum turns down (the sacral kyphosis
   is larger). Phantoms draw the apex's height above the centres (``sacral_apex_height_mm``) from -25 to 25 mm
   (22 mm less 25, give or take about two standard deviations of the first) and bend the sacrum to reach it.
-- Sacral foramina and canal: four pairs of anterior sacral foramina open at the junctions of the five sacral
-  segments; the first two are 12-13 mm tall and wide (108 dry sacra: Saluja S et al., Morphometric analysis of
-  the sacrum and its surgical implications, J Clin Diagn Res 2018;12(6):AC01-AC06), and the posterior foramina
-  are smaller (first 10 x 8 mm, second 7 x 7 mm there; on CT of 632 patients the first posterior foramen is
-  8.5 +- 1.6 mm wide: Kim YS et al., Korean J Pain 2023;36(1):98-105); the third and fourth are smaller again
-  (textbook). They lie just lateral to the sacral bodies (S1's body is 40 +- 7 mm wide: Oman Med J 2017,
-  PMC5799488). The sacral canal is triangular at S1, about as wide as the lumbar canal above it, and narrows to
-  the hiatus, whose cornua stand 11.8 +- 2.5 mm apart (30 dry sacra; anatomical evaluation of sacrum in dry
-  bones). Phantoms scale the foramina by ``sacral_foramen_scale`` and draw the canal's half width at S1-S2
-  (``sacral_canal_half_width_mm``) from ``SACRAL_HOLE_RANGES`` (``pelvis.py``'s ``_sacral_holes``).
 - Auricular sacrum: the sacrum's lateral masses keep the interauricular width (109 +- 11 mm) down the whole
   auricular surface, 56 +- 5 mm tall in dry female sacra (Oman Med J 2017, PMC5799488, table 2) and 59-71 mm
   on post-mortem CT (sacral morphological variations in a Korean population, a PMCT case series, 2026), and
@@ -128,8 +118,6 @@ PELVIC_MARROW_RANGES = {"pelvic_cancellous_share": (0.35, 1.0)}
 
 ILIAC_FOSSA_RANGES = {"iliac_fossa_mm": (1.0, 4.0)}
 
-SACRAL_HOLE_RANGES = {"sacral_foramen_scale": (0.8, 1.2), "sacral_canal_half_width_mm": (9.0, 15.0)}
-
 SACRUM_RANGES = {
     "sacrum_length_mm": (95.0, 125.0),
     "sacral_apex_height_mm": (-25.0, 25.0),
@@ -150,8 +138,7 @@ FACET_JOINT_SPACE_MM = (1.0, 2.5)
 LAMINA_EDGE_IN_DISC = (0.2, 0.8)  # the laminae's lower edge this share of the disc below the body (with facet joints)
 
 # drawn from the detail generator in this order; ranges added later go last, so earlier draws stay as they were
-PELVIS_DETAIL_RANGES = (ILIUM_RANGES | SACRUM_RANGES | PELVIC_MARROW_RANGES | ILIAC_FOSSA_RANGES
-                        | SACRAL_HOLE_RANGES)
+PELVIS_DETAIL_RANGES = ILIUM_RANGES | SACRUM_RANGES | PELVIC_MARROW_RANGES | ILIAC_FOSSA_RANGES
 
 CORTEX_MM = {"vertebra": (0.2, 0.8), "pelvis": (0.4, 1.5)}
 

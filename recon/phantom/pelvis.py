@@ -28,14 +28,6 @@ SACRAL_CURVE_BACK_MM = 24.0  # how far behind S1's centre the sacral curve runs 
 MAX_SACRAL_BEND_SHARE = 0.6  # of the sacrum's length
 ILIAC_FOSSA_UP_MM = 20.0  # the thinnest wing lies this far above the wing's centre, about 40 mm below the crest
 ILIAC_FOSSA_RADII_MM = (20.0, 50.0, 40.0)  # the hollow's depth, and its extent along the wing and upwards
-# the four pairs of sacral foramina, at the junctions S1/S2 to S4/S5 (share of the sacrum's length below the S1
-# endplate): the anterior openings' radii and their centres' distance from the midline; the posterior openings
-# are POSTERIOR_FORAMEN_SHARE as wide
-FORAMEN_LEVELS = (0.28, 0.46, 0.63, 0.79)
-FORAMEN_RADII_MM = (6.3, 6.3, 5.0, 4.0)
-FORAMEN_OFFSETS_MM = (21.0, 19.0, 16.0, 14.0)
-POSTERIOR_FORAMEN_SHARE = 0.65
-FORAMEN_REACH_MM = 40.0  # each opening's tube runs this far from the sacral curve, through the bone
 
 
 def draw_pelvis(rng: np.random.Generator, detail_rng: np.random.Generator) -> dict[str, float]:
@@ -134,32 +126,8 @@ def _sacrum(s1: np.ndarray, frame: np.ndarray, params: dict) -> Shape:
             segments.append(_segment(s1, frame, point, tangent, np.array([46.0 - 36.0 * t, 13.0 - 7.0 * t,
                                                                           half_length])))
     segments += _coccyx(s1, frame, controls[2], 2 * (controls[2] - controls[1]), params["coccyx_length_mm"])
-    roof = Cylinder(s1 + posterior * 25 - up * 12, frame, params["sacral_canal_half_width_mm"] + 4.0, 9.0, 17.0)
-    return Difference(Union((body, alae, roof, *segments)), Union(tuple(_sacral_holes(s1, frame, controls, params))))
-
-
-def _sacral_holes(s1, frame, controls, params: dict) -> list[Shape]:
-    """The sacral canal (a tube down the sacrum, flattened and ``sacral_canal_half_width_mm`` wide at S1-S2,
-    where ``_sacrum``'s roof, the laminae, closes it behind)
-    and the four pairs of foramina (``FORAMEN_LEVELS``), each a tube across the sacral curve, wider in front,
-    its size scaled by ``sacral_foramen_scale``."""
-    posterior, up = frame[:, 1], frame[:, 2]
-    holes = [Capsule(s1 + posterior * 24 + up * 5, s1 + posterior * 30 - up * 85, 6.0),
-             Cylinder(s1 + posterior * 23 - up * 12, frame, params["sacral_canal_half_width_mm"], 5.0, 17.0)]
-    steps = np.linspace(0.0, 1.0, 201)
-    heights = _bezier(controls, steps[:, None])[:, 1]
-    scale = params["sacral_foramen_scale"]
-    for share, radius, offset in zip(FORAMEN_LEVELS, FORAMEN_RADII_MM, FORAMEN_OFFSETS_MM):
-        t = steps[np.argmin(np.abs(heights + share * params["sacrum_length_mm"]))]
-        tangent = 2 * (1 - t) * (controls[1] - controls[0]) + 2 * t * (controls[2] - controls[1])
-        rotation = _segment_rotation(frame, tangent)
-        center = _on_curve(s1, frame, _bezier(controls, t))
-        for side in (1.0, -1.0):
-            middle = center + side * offset * rotation[:, 0]
-            holes += [Capsule(middle - FORAMEN_REACH_MM * rotation[:, 1], middle, radius * scale),
-                      Capsule(middle, middle + FORAMEN_REACH_MM * rotation[:, 1],
-                              POSTERIOR_FORAMEN_SHARE * radius * scale)]
-    return holes
+    canal = Capsule(s1 + posterior * 24 + up * 5, s1 + posterior * 30 - up * 85, 6.0)
+    return Difference(Union((body, alae, *segments)), canal)
 
 
 def _bezier(controls: np.ndarray, t):
