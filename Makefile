@@ -31,7 +31,8 @@ bench: setup
 # the shipped model from scratch: 4000 steps on phantoms (about 1.5 h on an AMD EPYC, 2.3-2.5 h on a Xeon,
 # 2 cores), 1200 steps of fine-tuning with hip replacements (about 50 min on the Xeon), 1000 more on the
 # revised pelvis (about 40 min), 1000 more with edge labels (about 40 min), 1000 more with the coccyx, posterior
-# ilium and tight crops (about 40 min), then its measured accuracy
+# ilium and tight crops (about 40 min), two of 1200 on the iliac fossa and the auricular sacrum (about 37 min
+# each), the last averaged with the fifth, then its measured accuracy
 model: setup
 	rm -rf models/bone3mm build/bone3mm_base build/bone3mm_implants build/bone3mm_pelvis build/bone3mm_edges \
 		build/bone3mm_crops build/bone3mm_fossa build/bone3mm_fossa_again
