@@ -46,7 +46,7 @@ PINNED_NAMED_RIGHT = ("vertebrae_T11", "vertebrae_T12", "vertebrae_L1", "vertebr
 PINNED_TPTBOX_L3 = {"dice_L3": 0.0166,  # real/tptbox-l3: L3 is found whole but named L2 (no sacrum to count from)
                     "dice_L3_as_found": 0.7477}
 PELVIC_BONES = {"sacrum", "hip_left", "hip_right", "femur_left", "femur_right"}
-PINNED_PHANTOM_WORST = {
+PINNED_PHANTOM_WORST = {  # on phantoms whose iliac wing thins to the fossa (as every phantom now draws it)
     "femur_left": 0.9294,
     "femur_right": 0.9419,
     "hip_left": 0.7787,
