@@ -249,11 +249,11 @@ AURICULAR_SACRUM = SACRUM | {"auricular_height_mm": 60.0, "interauricular_half_w
 
 def _sacrum_points(params: dict) -> np.ndarray:
     """Points on a 2 mm lattice inside the sacrum, in its frame: left, posterior, up; S1 endplate centre at 0."""
-    from recon.phantom.pelvis import _sacrum
+    from recon.phantom.pelvis import _sacral_parts, _sacrum
 
     points = np.stack(np.meshgrid(*[np.arange(-79.5, 80.0, 2.0)] * 2 + [np.arange(-199.5, 0.0, 2.0)],
                                   indexing="ij"), axis=-1).reshape(-1, 3)
-    return points[_sacrum(np.zeros(3), np.eye(3), params).sdf(points) <= 0]
+    return points[_sacrum(*_sacral_parts(np.zeros(3), np.eye(3), params)).sdf(points) <= 0]
 
 
 def test_the_coccyx_carries_the_sacrum_on_below_its_apex_curving_forward():
@@ -336,6 +336,23 @@ def test_make_phantom_draws_an_auricular_sacrum_with_its_probability_and_leaves_
     assert plain.truth["vertebrae"] == auricular.truth["vertebrae"]
     assert np.array_equal(plain.labels.labels == LABEL_IDS["vertebrae_L3"],
                           auricular.labels.labels == LABEL_IDS["vertebrae_L3"])
+
+
+def test_a_faint_sacral_apex_keeps_the_sacrums_labels_and_only_part_of_its_contrast_below_s3():
+    grid = {"shape": (64, 64, 80), "spacing_mm": (3.0, 3.0, 3.0)}
+    plain, faint = make_phantom(7, **grid), make_phantom(7, faint_sacral_apex_probability=1.0, **grid)
+    share = faint.truth["generator"]["parameters"]["pelvis"]["sacral_apex_contrast"]
+    assert 0.05 <= share <= 0.5 and "sacral_apex_contrast" not in plain.truth["generator"]["parameters"]["pelvis"]
+    assert np.array_equal(plain.labels.labels, faint.labels.labels)
+    sacrum = plain.labels.labels == LABEL_IDS["sacrum"]
+    slices = np.flatnonzero(sacrum.any(axis=(0, 1)))
+    bottom, top = sacrum.copy(), sacrum.copy()
+    bottom[..., slices[0] + len(slices) // 4:] = False  # the lowest quarter: coccyx and apex
+    top[..., : slices[-1] - len(slices) // 4] = False  # the highest: S1
+    muscle = faint.truth["generator"]["parameters"]["tissue_hu"]["muscle"]
+    brightest = [np.percentile(phantom.ct.hu[bottom], 95) - muscle for phantom in (plain, faint)]
+    assert brightest[1] < (share + 0.25) * brightest[0]  # blur mixes in the tissue around it
+    assert np.allclose(plain.ct.hu[top], faint.ct.hu[top])
 
 
 def test_an_inferior_articular_process_runs_down_the_superior_one_below_across_the_joint_space_at_its_angle():

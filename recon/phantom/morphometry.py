@@ -56,6 +56,14 @@ Sources, as ranges read off their tables (adult, mixed sex):
   from side to side as well as from top to bottom. Phantoms drawn with this shape
   (``make_phantom(auricular_sacrum_probability=)``) take their ranges from ``AURICULAR_SACRUM_RANGES``; the
   others keep the older shape, which narrows from S1 down.
+- Faint sacral apex: sacral bone density falls from S1 down (S2's HU lower than S1's on the CT of 92 Europeans:
+  Wagner D, Kamer L, Rommens PM et al., Bone mass distribution in the sacrum; the apex is among the regions
+  that lose most with age on quantitative CT of 54 sacra: Characterizing changes in sacral bone density,
+  J Orthop Res), and the apex and coccyx are thin. On 3 mm CT of an elderly patient the lower half of the
+  sacrum and the coccyx peak at 30-180 HU across their thickness, where phantoms' peaked at 400-640. Phantoms
+  drawn with ``make_phantom(faint_sacral_apex_probability=)`` repaint the sacrum from halfway down its curve
+  (``pelvis.py``'s ``FAINT_APEX_FROM``), coccyx included, with a share ``SACRAL_APEX_CONTRAST`` of its
+  cortex's and marrow's contrast over muscle.
 - Facet joints: the facets of T12-L2 lie 26-34 degrees from the mid-sagittal plane on average, those of L3-L5
   40-56 degrees (Masharawi Y et al., Facet orientation in the thoracolumbar spine, Spine 2004;29(16):
   1755-1763); a lumbar facet is about 15 mm tall (Panjabi MM et al., Articular facets of the human spine,
@@ -130,6 +138,8 @@ AURICULAR_SACRUM_RANGES = {
     "sacral_apex_half_depth_mm": (3.0, 6.0),
     "sacral_sweep_deg": (0.0, 30.0),
 }
+
+SACRAL_APEX_CONTRAST = (0.05, 0.5)
 
 # the facet joint below each level: its angle from the mid-sagittal plane (degrees)
 FACET_ANGLE_DEG = {"T11": (30.0, 70.0), "T12": (20.0, 40.0), "L1": (20.0, 40.0), "L2": (25.0, 45.0),

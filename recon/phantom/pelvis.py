@@ -28,6 +28,7 @@ SACRAL_CURVE_BACK_MM = 24.0  # how far behind S1's centre the sacral curve runs 
 MAX_SACRAL_BEND_SHARE = 0.6  # of the sacrum's length
 ILIAC_FOSSA_UP_MM = 20.0  # the thinnest wing lies this far above the wing's centre, about 40 mm below the crest
 ILIAC_FOSSA_RADII_MM = (20.0, 50.0, 40.0)  # the hollow's depth, and its extent along the wing and upwards
+FAINT_APEX_FROM = 0.5  # a faint sacral apex: the segments from halfway down the sacral curve (about S3), and the coccyx
 
 
 def draw_pelvis(rng: np.random.Generator, detail_rng: np.random.Generator) -> dict[str, float]:
@@ -56,12 +57,14 @@ def build_pelvis(params: dict, origin: np.ndarray, rotation: np.ndarray, tissue:
     s1_local = params["hip_to_s1_mm"] * np.array([0.0, np.sin(tilt), np.cos(tilt)])
     s1_rotation = rotation @ rotation_about([1, 0, 0], sacral_slope)
     bend = _sacral_bend(params, s1_local[2], sacral_slope)
-    sacrum = _sacrum(world(s1_local), s1_rotation, params | {"sacral_bend_mm": bend})
+    upper, apex, canal = _sacral_parts(world(s1_local), s1_rotation, params | {"sacral_bend_mm": bend})
+    sacrum = _sacrum(upper, apex, canal)
     head_radius = params["femoral_head_diameter_mm"] / 2
     acetabulum_radius = head_radius + params["joint_space_mm"]
     soft, hips, landmarks = [], {}, {}
     cancellous = tissue["cancellous"] * params["pelvic_cancellous_share"]
-    bones = [Paint(sacrum, tissue["cortical"], LABEL_IDS["sacrum"], layers=((cortex_mm, cancellous),))]
+    bones = _sacrum_paints(sacrum, upper, apex, canal, params.get("sacral_apex_contrast"), tissue, cortex_mm,
+                           cancellous)
     for side_name, side in SIDES.items():
         center_local = np.array([side * hip_half, 0.0, 0.0])
         asis_local = center_local + np.array([side * 0.14 * width, -0.22 * width, 0.30 * width])
@@ -104,30 +107,51 @@ def build_pelvis(params: dict, origin: np.ndarray, rotation: np.ndarray, tissue:
             sacrum.bounds())
 
 
-def _sacrum(s1: np.ndarray, frame: np.ndarray, params: dict) -> Shape:
-    """S1's body and alae, then S2 to the apex: ``SACRAL_SEGMENTS`` ellipsoids along a curve ``sacrum_length_mm``
-    below the S1 endplate that bends forward by ``sacral_bend_mm`` at the apex (the sacral kyphosis), narrowing
-    and thinning as they go down (for an auricular sacrum, ``_auricular_segment``); then the coccyx,
-    ``coccyx_length_mm`` long, curving further forward."""
+def _sacral_parts(s1: np.ndarray, frame: np.ndarray, params: dict) -> tuple[list[Shape], list[Shape], Shape]:
+    """The sacrum's solids above ``FAINT_APEX_FROM`` of its curve and below it, and its canal (the sacrum is
+    their union without the canal): S1's body and alae, then S2 to the apex: ``SACRAL_SEGMENTS`` ellipsoids
+    along a curve ``sacrum_length_mm`` below the S1 endplate that bends forward by ``sacral_bend_mm`` at the apex
+    (the sacral kyphosis), narrowing and thinning as they go down (for an auricular sacrum,
+    ``_auricular_segment``); then the coccyx, ``coccyx_length_mm`` long, curving further forward."""
     length_mm = params["sacrum_length_mm"]
     posterior, up = frame[:, 1], frame[:, 2]
     body = Cylinder(s1 - up * 14, frame, 24.0, 17.0, 14.0)
     alae = Ellipsoid(s1 - up * 22 + posterior * 8, np.array([56.0, 22.0, 22.0]), frame)
     controls = np.array([[12.0, -24.0], [SACRAL_CURVE_BACK_MM, -0.6 * length_mm],
                          [SACRAL_CURVE_BACK_MM - params["sacral_bend_mm"], -length_mm]])
-    segments = []
+    upper, apex = [body, alae], []
     half_length = 0.8 * _arc_length(controls) / (SACRAL_SEGMENTS - 1)
     for t in np.linspace(0.0, 1.0, SACRAL_SEGMENTS):
         point = _bezier(controls, t)
         tangent = 2 * (1 - t) * (controls[1] - controls[0]) + 2 * t * (controls[2] - controls[1])
         if "auricular_height_mm" in params:
-            segments += _auricular_segment(s1, frame, point, tangent, t, half_length, params)
+            segment = _auricular_segment(s1, frame, point, tangent, t, half_length, params)
         else:
-            segments.append(_segment(s1, frame, point, tangent, np.array([46.0 - 36.0 * t, 13.0 - 7.0 * t,
-                                                                          half_length])))
-    segments += _coccyx(s1, frame, controls[2], 2 * (controls[2] - controls[1]), params["coccyx_length_mm"])
+            segment = [_segment(s1, frame, point, tangent, np.array([46.0 - 36.0 * t, 13.0 - 7.0 * t, half_length]))]
+        (apex if t >= FAINT_APEX_FROM else upper).extend(segment)
+    apex += _coccyx(s1, frame, controls[2], 2 * (controls[2] - controls[1]), params["coccyx_length_mm"])
     canal = Capsule(s1 + posterior * 24 + up * 5, s1 + posterior * 30 - up * 85, 6.0)
-    return Difference(Union((body, alae, *segments)), canal)
+    return upper, apex, canal
+
+
+def _sacrum(upper: list[Shape], apex: list[Shape], canal: Shape) -> Shape:
+    return Difference(Union((*upper, *apex)), canal)
+
+
+def _sacrum_paints(sacrum: Shape, upper: list[Shape], apex: list[Shape], canal: Shape, apex_contrast: float | None,
+                   tissue: dict[str, float], cortex_mm: float, cancellous: float) -> list[Paint]:
+    """The sacrum in one paint; or, with ``apex_contrast``, its upper part so and its apex after it with only
+    that share of the cortex's and marrow's contrast over muscle (``morphometry.py``'s faint sacral apex)."""
+    sacrum_id = LABEL_IDS["sacrum"]
+    if apex_contrast is None:
+        return [Paint(sacrum, tissue["cortical"], sacrum_id, layers=((cortex_mm, cancellous),))]
+    muscle = tissue["muscle"]
+    faint_cortical, faint_cancellous = (muscle + (hu - muscle) * apex_contrast
+                                        for hu in (tissue["cortical"], cancellous))
+    return [Paint(Difference(Union(tuple(upper)), canal), tissue["cortical"], sacrum_id,
+                  layers=((cortex_mm, cancellous),)),
+            Paint(Difference(Union(tuple(apex)), canal), faint_cortical, sacrum_id,
+                  layers=((cortex_mm, faint_cancellous),))]
 
 
 def _bezier(controls: np.ndarray, t):
@@ -141,7 +165,7 @@ def _arc_length(controls: np.ndarray) -> float:
 
 
 def _sacral_bend(params: dict, s1_height_mm: float, sacral_slope: float) -> float:
-    """``_sacrum``'s forward bend at the apex that brings the apex to ``sacral_apex_height_mm`` above the hip
+    """``_sacral_parts``'s forward bend at the apex that brings the apex to ``sacral_apex_height_mm`` above the hip
     joint centres (S1's centre lies ``s1_height_mm`` above them), at most ``MAX_SACRAL_BEND_SHARE`` of the
     sacrum's length and never backwards. The sacral frame's posterior axis rises ``sin(sacral_slope)`` per mm
     and its up axis ``cos(sacral_slope)``."""
