@@ -355,6 +355,21 @@ def test_a_faint_sacral_apex_keeps_the_sacrums_labels_and_only_part_of_its_contr
     assert np.allclose(plain.ct.hu[top], faint.ct.hu[top])
 
 
+def test_alar_voids_fill_both_lateral_masses_of_the_sacrum_with_fat_and_keep_its_labels():
+    from scipy import ndimage
+
+    grid = {"shape": (64, 64, 80), "spacing_mm": (3.0, 3.0, 3.0)}
+    plain, voids = make_phantom(7, **grid), make_phantom(7, alar_void_probability=1.0, **grid)
+    assert "alar_void_hu" in voids.truth["generator"]["parameters"]["pelvis"]
+    assert np.array_equal(plain.labels.labels, voids.labels.labels)
+    sacrum = plain.labels.labels == LABEL_IDS["sacrum"]
+    darker = plain.ct.hu - voids.ct.hu > 50.0
+    assert darker.sum() > 20 and not (darker & ~ndimage.binary_dilation(sacrum, iterations=2)).any()
+    midline = np.median(np.nonzero(sacrum)[0])
+    sides = np.nonzero(darker)[0] - midline
+    assert (sides < -3).sum() > 5 and (sides > 3).sum() > 5  # both lateral masses, not the body between them
+
+
 def test_an_inferior_articular_process_runs_down_the_superior_one_below_across_the_joint_space_at_its_angle():
     from recon.phantom.morphometry import draw_vertebra
     from recon.phantom.spine import (INFERIOR_PROCESS_RADIUS_MM, SUPERIOR_PROCESS_RADIUS_MM, _vertebra)

@@ -64,6 +64,13 @@ Sources, as ranges read off their tables (adult, mixed sex):
   drawn with ``make_phantom(faint_sacral_apex_probability=)`` repaint the sacrum from halfway down its curve
   (``pelvis.py``'s ``FAINT_APEX_FROM``), coccyx included, with a share ``SACRAL_APEX_CONTRAST`` of its
   cortex's and marrow's contrast over muscle.
+- Alar voids: in adults whose L5 body is under 100 HU, averaged CT models of 91 sacra show a large zone of
+  negative HU in the lateral masses beside the foramina from S1 to S3, the lowest HU of the sacrum, while the
+  bodies keep intermediate density (Wagner D, Kamer L, Sawaguchi T et al., Sacral bone mass distribution
+  assessed by averaged three-dimensional CT models, J Bone Joint Surg Am 2016;98(7):584-590); reference
+  segmentations keep that fatty marrow in the sacrum. Phantoms drawn with
+  ``make_phantom(alar_void_probability=)`` fill an ellipsoid in each lateral mass, inside the cortex, with fat
+  (``ALAR_VOID_RANGES``; ``pelvis.py``'s ``_alar_voids``); the label stays sacrum.
 - Facet joints: the facets of T12-L2 lie 26-34 degrees from the mid-sagittal plane on average, those of L3-L5
   40-56 degrees (Masharawi Y et al., Facet orientation in the thoracolumbar spine, Spine 2004;29(16):
   1755-1763); a lumbar facet is about 15 mm tall (Panjabi MM et al., Articular facets of the human spine,
@@ -140,6 +147,15 @@ AURICULAR_SACRUM_RANGES = {
 }
 
 SACRAL_APEX_CONTRAST = (0.05, 0.5)
+
+ALAR_VOID_RANGES = {
+    "alar_void_hu": (-100.0, 0.0),
+    "alar_void_lateral_mm": (20.0, 34.0),
+    "alar_void_down_mm": (20.0, 40.0),
+    "alar_void_back_mm": (5.0, 15.0),
+    "alar_void_radius_mm": (8.0, 14.0),
+    "alar_void_half_height_mm": (12.0, 22.0),
+}
 
 # the facet joint below each level: its angle from the mid-sagittal plane (degrees)
 FACET_ANGLE_DEG = {"T11": (30.0, 70.0), "T12": (20.0, 40.0), "L1": (20.0, 40.0), "L2": (25.0, 45.0),

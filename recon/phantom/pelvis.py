@@ -65,6 +65,9 @@ def build_pelvis(params: dict, origin: np.ndarray, rotation: np.ndarray, tissue:
     cancellous = tissue["cancellous"] * params["pelvic_cancellous_share"]
     bones = _sacrum_paints(sacrum, upper, apex, canal, params.get("sacral_apex_contrast"), tissue, cortex_mm,
                            cancellous)
+    if "alar_void_hu" in params:
+        voids = _alar_voids(sacrum, world(s1_local), s1_rotation, params, cortex_mm)
+        bones.append(Paint(voids, params["alar_void_hu"]))
     for side_name, side in SIDES.items():
         center_local = np.array([side * hip_half, 0.0, 0.0])
         asis_local = center_local + np.array([side * 0.14 * width, -0.22 * width, 0.30 * width])
@@ -152,6 +155,16 @@ def _sacrum_paints(sacrum: Shape, upper: list[Shape], apex: list[Shape], canal: 
                   layers=((cortex_mm, cancellous),)),
             Paint(Difference(Union(tuple(apex)), canal), faint_cortical, sacrum_id,
                   layers=((cortex_mm, faint_cancellous),))]
+
+
+def _alar_voids(sacrum: Shape, s1: np.ndarray, frame: np.ndarray, params: dict, cortex_mm: float) -> Shape:
+    """Fatty marrow in both lateral masses beside the foramina, S1 to S3, inside the cortex (``morphometry.py``'s
+    alar voids): an ellipsoid on either side ``alar_void_lateral_mm`` from the midline, its centre
+    ``alar_void_down_mm`` below the S1 endplate and ``alar_void_back_mm`` behind it."""
+    radii = np.array([params["alar_void_radius_mm"]] * 2 + [params["alar_void_half_height_mm"]])
+    centres = (s1 + side * params["alar_void_lateral_mm"] * frame[:, 0] + params["alar_void_back_mm"] * frame[:, 1]
+               - params["alar_void_down_mm"] * frame[:, 2] for side in SIDES.values())
+    return Intersection((Union(tuple(Ellipsoid(c, radii, frame) for c in centres)), Offset(sacrum, -cortex_mm - 1.0)))
 
 
 def _bezier(controls: np.ndarray, t):
