@@ -32,10 +32,12 @@ bench: setup
 # 2 cores), 1200 steps of fine-tuning with hip replacements (about 50 min on the Xeon), 1000 more on the
 # revised pelvis (about 40 min), 1000 more with edge labels (about 40 min), 1000 more with the coccyx, posterior
 # ilium and tight crops (about 40 min), two of 1200 on the iliac fossa and the auricular sacrum (about 37 min
-# each), the last averaged with the fifth, then its measured accuracy
+# each), the last averaged with the fifth, then from that average 1200 on a faint sacral apex and 1200 more
+# adding alar voids (about 33 min each on the EPYC), then its measured accuracy
 model: setup
 	rm -rf models/bone3mm build/bone3mm_base build/bone3mm_implants build/bone3mm_pelvis build/bone3mm_edges \
-		build/bone3mm_crops build/bone3mm_fossa build/bone3mm_fossa_again
+		build/bone3mm_crops build/bone3mm_fossa build/bone3mm_fossa_again build/bone3mm_average \
+		build/bone3mm_faint_apex
 	$(BIN)/recon train -o build/bone3mm_base --steps 4000
 	$(BIN)/recon train -o build/bone3mm_implants --config recon/data/training_hip_implants.json --init build/bone3mm_base
 	$(BIN)/recon train -o build/bone3mm_pelvis --config recon/data/training_pelvis_anatomy.json --init build/bone3mm_implants
@@ -44,7 +46,10 @@ model: setup
 	$(BIN)/recon train -o build/bone3mm_fossa --config recon/data/training_iliac_fossa.json --init build/bone3mm_crops
 	$(BIN)/recon train -o build/bone3mm_fossa_again --config recon/data/training_iliac_fossa.json --seed 20 \
 		--init build/bone3mm_fossa
-	$(BIN)/recon average -o models/bone3mm build/bone3mm_fossa_again build/bone3mm_crops
+	$(BIN)/recon average -o build/bone3mm_average build/bone3mm_fossa_again build/bone3mm_crops
+	$(BIN)/recon train -o build/bone3mm_faint_apex --config recon/data/training_faint_sacral_apex.json \
+		--init build/bone3mm_average
+	$(BIN)/recon train -o models/bone3mm --config recon/data/training_sacral_marrow.json --init build/bone3mm_faint_apex
 	$(BIN)/python -m recon.segmentation.accuracy models/bone3mm
 
 clean:
