@@ -249,11 +249,12 @@ AURICULAR_SACRUM = SACRUM | {"auricular_height_mm": 60.0, "interauricular_half_w
 
 def _sacrum_points(params: dict) -> np.ndarray:
     """Points on a 2 mm lattice inside the sacrum, in its frame: left, posterior, up; S1 endplate centre at 0."""
-    from recon.phantom.pelvis import _sacral_parts, _sacrum
+    from recon.phantom.pelvis import _sacral_parts, _sacral_solid
 
     points = np.stack(np.meshgrid(*[np.arange(-79.5, 80.0, 2.0)] * 2 + [np.arange(-199.5, 0.0, 2.0)],
                                   indexing="ij"), axis=-1).reshape(-1, 3)
-    return points[_sacrum(*_sacral_parts(np.zeros(3), np.eye(3), params)).sdf(points) <= 0]
+    upper, apex, canal = _sacral_parts(np.zeros(3), np.eye(3), params)
+    return points[_sacral_solid(upper + apex, canal).sdf(points) <= 0]
 
 
 def test_the_coccyx_carries_the_sacrum_on_below_its_apex_curving_forward():

@@ -58,8 +58,8 @@ Sources, as ranges read off their tables (adult, mixed sex):
   others keep the older shape, which narrows from S1 down.
 - Faint sacral apex: sacral bone density falls from S1 down (S2's HU lower than S1's on the CT of 92 Europeans:
   Wagner D, Kamer L, Rommens PM et al., Bone mass distribution in the sacrum; the apex is among the regions
-  that lose most with age on quantitative CT of 54 sacra: Characterizing changes in sacral bone density,
-  J Orthop Res), and the apex and coccyx are thin. On 3 mm CT of an elderly patient the lower half of the
+  that lose most with age on opportunistic quantitative CT of 54 sacra: Characterizing changes in sacral bone
+  density), and the apex and coccyx are thin. On 3 mm CT of an elderly patient the lower half of the
   sacrum and the coccyx peak at 30-180 HU across their thickness, where phantoms' peaked at 400-640. Phantoms
   drawn with ``make_phantom(faint_sacral_apex_probability=)`` repaint the sacrum from halfway down its curve
   (``pelvis.py``'s ``FAINT_APEX_FROM``), coccyx included, with a share ``SACRAL_APEX_CONTRAST`` of its

@@ -58,7 +58,7 @@ def build_pelvis(params: dict, origin: np.ndarray, rotation: np.ndarray, tissue:
     s1_rotation = rotation @ rotation_about([1, 0, 0], sacral_slope)
     bend = _sacral_bend(params, s1_local[2], sacral_slope)
     upper, apex, canal = _sacral_parts(world(s1_local), s1_rotation, params | {"sacral_bend_mm": bend})
-    sacrum = _sacrum(upper, apex, canal)
+    sacrum = _sacral_solid(upper + apex, canal)
     head_radius = params["femoral_head_diameter_mm"] / 2
     acetabulum_radius = head_radius + params["joint_space_mm"]
     soft, hips, landmarks = [], {}, {}
@@ -137,13 +137,14 @@ def _sacral_parts(s1: np.ndarray, frame: np.ndarray, params: dict) -> tuple[list
     return upper, apex, canal
 
 
-def _sacrum(upper: list[Shape], apex: list[Shape], canal: Shape) -> Shape:
-    return Difference(Union((*upper, *apex)), canal)
+def _sacral_solid(parts: list[Shape], canal: Shape) -> Shape:
+    """The union of ``parts`` without the sacral canal."""
+    return Difference(Union(tuple(parts)), canal)
 
 
 def _sacrum_paints(sacrum: Shape, upper: list[Shape], apex: list[Shape], canal: Shape, apex_contrast: float | None,
                    tissue: dict[str, float], cortex_mm: float, cancellous: float) -> list[Paint]:
-    """The sacrum in one paint; or, with ``apex_contrast``, its upper part so and its apex after it with only
+    """The sacrum in one paint; or, with ``apex_contrast``, its upper part in one and its apex after it with only
     that share of the cortex's and marrow's contrast over muscle (``morphometry.py``'s faint sacral apex)."""
     sacrum_id = LABEL_IDS["sacrum"]
     if apex_contrast is None:
@@ -151,10 +152,8 @@ def _sacrum_paints(sacrum: Shape, upper: list[Shape], apex: list[Shape], canal: 
     muscle = tissue["muscle"]
     faint_cortical, faint_cancellous = (muscle + (hu - muscle) * apex_contrast
                                         for hu in (tissue["cortical"], cancellous))
-    return [Paint(Difference(Union(tuple(upper)), canal), tissue["cortical"], sacrum_id,
-                  layers=((cortex_mm, cancellous),)),
-            Paint(Difference(Union(tuple(apex)), canal), faint_cortical, sacrum_id,
-                  layers=((cortex_mm, faint_cancellous),))]
+    return [Paint(_sacral_solid(upper, canal), tissue["cortical"], sacrum_id, layers=((cortex_mm, cancellous),)),
+            Paint(_sacral_solid(apex, canal), faint_cortical, sacrum_id, layers=((cortex_mm, faint_cancellous),))]
 
 
 def _alar_voids(sacrum: Shape, s1: np.ndarray, frame: np.ndarray, params: dict, cortex_mm: float) -> Shape:
