@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from scipy import ndimage
+from skimage.transform import radon
 
 from recon.anatomy import LABEL_IDS, OTHER_BONE, OTHER_BONE_ID
 from recon.geometry import Grid
 from recon.io.labels import read_label_map
 from recon.io.loading import load_ct
 from recon.phantom import make_phantom
-from recon.phantom.implants import FIXATIONS, HEAD_DIAMETER_MM, METAL_THRESHOLD_HU
+from recon.phantom.implants import FIXATIONS, HEAD_DIAMETER_MM, METAL_THRESHOLD_HU, metal_sinogram
 from recon.phantom.render import Paint, render
 from recon.phantom.shapes import Sphere
 from recon.phantom.synth import synthesize
@@ -185,6 +186,21 @@ def test_a_hip_replacement_is_metal_in_the_bones_that_hold_it_streaks_its_slices
     top = slice(metal_slices.max() + 5, None)
     assert np.array_equal(plain.ct.hu[:, :, top], replaced.ct.hu[:, :, top])
     assert plain.truth["vertebrae"] == replaced.truth["vertebrae"]
+
+
+@pytest.mark.parametrize("seed", [1, 4])
+def test_the_metal_sinogram_agrees_with_skimages_radon_on_an_implants_slices(seed):
+    metal = make_phantom(seed, hip_replacement_probability=1.0).ct.hu > METAL_THRESHOLD_HU
+    side, angles = max(metal.shape[:2]), np.linspace(0.0, 180.0, 90, endpoint=False)
+    slices = np.flatnonzero(metal.any(axis=(0, 1)))
+    assert slices.size > 10
+    for k in slices[::5]:
+        square = np.zeros((side, side))
+        square[: metal.shape[0], : metal.shape[1]] = metal[:, :, k]
+        reference = radon(square, angles, circle=False)
+        fast = metal_sinogram(metal[:, :, k], side, angles)
+        assert fast.shape == reference.shape
+        assert np.abs(fast - reference).sum() < 0.05 * reference.sum()
 
 
 def test_a_hemiarthroplasty_is_a_metal_head_as_large_as_the_native_one_held_by_the_femur_with_no_cup():

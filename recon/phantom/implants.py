@@ -32,7 +32,7 @@ from __future__ import annotations
 from itertools import pairwise
 
 import numpy as np
-from skimage.transform import iradon, radon
+from skimage.transform import iradon
 
 from recon.geometry import Grid
 from recon.phantom.render import Paint
@@ -187,22 +187,41 @@ def metal_streaks(hu: np.ndarray, grid: Grid, rng: np.random.Generator) -> np.nd
     """``hu`` with beam-hardening streaks added in each axial slice that holds metal.
 
     The error a polychromatic beam makes grows with the square of the metal path; filtered back-projection of
-    that error (``skimage.transform``'s Radon pair) gives dark bands between metal parts and along them, and
-    bright rays fanning out, as on scanners without metal artefact reduction. Photon starvation adds noise to
-    the projections through much metal. The strength is drawn once per phantom."""
+    that error (``skimage.transform.iradon``) gives dark bands between metal parts and along them, and bright
+    rays fanning out, as on scanners without metal artefact reduction. Photon starvation adds noise to the
+    projections through much metal. The strength is drawn once per phantom."""
     metal = hu > METAL_THRESHOLD_HU
     if not metal.any():
         return hu
     angles = np.linspace(0.0, 180.0, PROJECTIONS, endpoint=False)
     strength, starvation = rng.uniform(*STREAK_HU), rng.uniform(0.0, 0.5)
     pixel_mm = float(np.mean(grid.spacing_mm[:2]))
-    side = max(hu.shape[:2])  # square slices, so that the Radon pair keeps the slice's centre
-    square = np.zeros((side, side), np.float32)
+    side = max(hu.shape[:2])  # the Radon pair works on square slices centred on this one's corner-aligned square
     streaks = np.zeros(hu.shape, np.float32)
     for k in np.flatnonzero(metal.any(axis=(0, 1))):
-        square[: hu.shape[0], : hu.shape[1]] = metal[:, :, k]
-        path = radon(square, angles, circle=False) * pixel_mm / 20.0  # metal path, in units of 20 mm
+        path = metal_sinogram(metal[:, :, k], side, angles) * pixel_mm / 20.0  # metal path, in units of 20 mm
         error = -path**2 + starvation * path * rng.standard_normal(path.shape)
         streaks[:, :, k] = iradon(error, angles, output_size=side, circle=False)[: hu.shape[0], : hu.shape[1]]
     typical = float(np.percentile(np.abs(streaks[~metal & (streaks != 0)]), 99))
     return np.where(metal, hu, hu + streaks * np.float32(strength / max(typical, 1e-6)))
+
+
+def metal_sinogram(metal: np.ndarray, side: int, angles_deg: np.ndarray) -> np.ndarray:
+    """The Radon transform (detector bins x ``angles_deg``) of the binary slice ``metal`` set in a ``side``-pixel
+    square, in the geometry of ``skimage.transform.radon`` with ``circle=False``, which ``iradon`` inverts: the
+    square padded to its diagonal, the rotation axis at bin ``bins // 2``.
+
+    skimage's ``radon`` rotates every pixel of the padded square at every angle, about a second per phantom
+    at 3 mm; a slice holds a few hundred metal pixels, so each pixel's unit path is split here between the two
+    bins its centre projects between, a hundred times faster and within a few per cent of it (tests)."""
+    bins = side + int(np.ceil(np.sqrt(2) * side - side))
+    rows, cols = np.nonzero(metal)
+    theta = np.deg2rad(angles_deg)
+    position = bins // 2 + np.outer(cols - side // 2, np.cos(theta)) - np.outer(rows - side // 2, np.sin(theta))
+    low = np.floor(position).astype(int) + 1  # one spare bin each side for positions at the very edge
+    share = position + 1 - low
+    which = np.arange(theta.size)
+    sinogram = np.zeros((bins + 2, theta.size))
+    np.add.at(sinogram, (low, which), 1.0 - share)
+    np.add.at(sinogram, (low + 1, which), share)
+    return sinogram[1:-1]
