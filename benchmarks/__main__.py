@@ -44,7 +44,9 @@ budget of 2 s per side.
 
 Training: one step of the default recipe (the shipped network, a batch of two 80^3 patches, forward, Dice-CE
 loss, backward, AdamW) with its convolutions in bfloat16 (``"autocast": "bfloat16"``) against the same step in
-float32 (the reference), on the same random batch, after a warm-up step of each.
+float32 (the reference), on the same random batch, after a warm-up step of each. Then the two parts of making
+the batches that recon does its own way against the library calls they replace: the Radon transform of an
+implant's metal for its streaks (skimage's radon) and the zoom of a scaled patch (scipy's ndimage.zoom).
 """
 
 from __future__ import annotations
@@ -202,6 +204,36 @@ def training_step_row(repeats: int) -> None:
           f"float32 | {times['float32']:.2f} | {times['bfloat16'] / times['float32']:.2f} |")
 
 
+def training_data_rows(repeats: int) -> None:
+    """The two parts of making training batches that recon does its own way, each against the library call it
+    replaces: the metal's Radon transform for streaks (a 3 mm phantom with both hips replaced, every slice with
+    metal) and the zoom of a scaled training patch (linear for the image, nearest for the labels)."""
+    from scipy import ndimage
+    from skimage.transform import radon
+
+    from recon.phantom.implants import METAL_THRESHOLD_HU, PROJECTIONS, metal_sinogram
+    from recon.segmentation.train import zoom_separably
+
+    metal = make_phantom(1, shape=(112, 112, 150), spacing_mm=(3.0, 3.0, 3.0),
+                         hip_replacement_probability=1.0).ct.hu > METAL_THRESHOLD_HU
+    slices = [metal[:, :, k] for k in np.flatnonzero(metal.any(axis=(0, 1)))]
+    angles = np.linspace(0.0, 180.0, PROJECTIONS, endpoint=False)
+    times = median_times({"recon": lambda: [metal_sinogram(m, 112, angles) for m in slices],
+                          "reference": lambda: [radon(m.astype(float), angles, circle=False) for m in slices]},
+                         repeats)
+    print(f"| metal sinogram | {len(slices)} slices 112x112, {PROJECTIONS} angles | {times['recon']:.3f} | "
+          f"skimage radon | {times['reference']:.3f} | {times['recon'] / times['reference']:.3f} |")
+    rng = np.random.default_rng(0)
+    image = rng.normal(0.0, 300.0, (93, 71, 88)).astype(np.float32)
+    labels = rng.integers(0, 13, image.shape).astype(np.uint8)
+    factors = [80 / n for n in image.shape]
+    times = median_times({"recon": lambda: (zoom_separably(image, factors, 1), zoom_separably(labels, factors, 0)),
+                          "reference": lambda: [ndimage.zoom(a, factors, order=order, grid_mode=True, mode="nearest")
+                                                for a, order in ((image, 1), (labels, 0))]}, repeats)
+    print(f"| zoom a training patch | 93x71x88 to 80^3, image and labels | {times['recon']:.3f} | scipy ndimage.zoom | "
+          f"{times['reference']:.3f} | {times['recon'] / times['reference']:.3f} |")
+
+
 def run_row(phantom, workdir: Path) -> None:
     """recon run end to end on the clinical phantom written as DICOM, after the model is loaded (a first
     run loads and warms it), against the 60 s budget; then the per-stage breakdown."""
@@ -279,6 +311,7 @@ def main() -> None:
             batch_rows(args.workdir)
         else:
             training_step_row(args.repeats)
+            training_data_rows(args.repeats)
         return
     folder = write_benchmark_series(args.workdir / "dicom_512x512x300")
     ours, reference = read_with_recon(folder), read_with_simpleitk(folder)
@@ -330,6 +363,7 @@ def main() -> None:
     print(f"| plan hip | both sides, phantom labels {'x'.join(map(str, HIP_GRID_SHAPE))} at 1.5 mm | {seconds:.2f} | "
           f"budget 2 s per side | {budget:.2f} | {seconds / budget:.2f} |")
     training_step_row(args.repeats)
+    training_data_rows(args.repeats)
     batch_rows(args.workdir)
 
 

@@ -7,6 +7,7 @@ import pickle
 
 import numpy as np
 import pytest
+from scipy import ndimage
 import torch
 
 import recon
@@ -706,3 +707,17 @@ def test_training_crops_have_the_patch_size_and_no_label_outside_a_truncated_fie
         assert image.shape == target.shape == (40, 40, 40)
         blank = image <= config["intensity"]["clip_hu"][0] / config["intensity"]["scale_hu"]
         assert not np.any(target[blank.all(axis=2)])
+
+
+@pytest.mark.parametrize("factors", [(80 / 93, 80 / 71, 80 / 88), (0.6, 0.7, 0.45), (1.3, 1.0, 2.0)])
+def test_zooming_one_axis_at_a_time_gives_scipys_zoom(factors):
+    from recon.segmentation.train import zoom_separably
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(0.0, 300.0, (93, 71, 88)).astype(np.float32)
+    labels = rng.integers(0, 13, image.shape).astype(np.uint8)
+    linear = ndimage.zoom(image, factors, order=1, grid_mode=True, mode="nearest")
+    nearest = ndimage.zoom(labels, factors, order=0, grid_mode=True, mode="nearest")
+    assert zoom_separably(image, factors, order=1).shape == linear.shape
+    assert np.abs(zoom_separably(image, factors, order=1) - linear).max() < 1e-3
+    assert np.array_equal(zoom_separably(labels, factors, order=0), nearest)

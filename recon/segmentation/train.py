@@ -247,8 +247,7 @@ def training_crop(hu: np.ndarray, labels: np.ndarray, config: dict, rng: np.rand
     target = _window(labels, start, patch, fill=0)
     if np.any(patch != size):
         factors = size / patch
-        image = ndimage.zoom(image, factors, order=1, grid_mode=True, mode="nearest")
-        target = ndimage.zoom(target, factors, order=0, grid_mode=True, mode="nearest")
+        image, target = zoom_separably(image, factors, order=1), zoom_separably(target, factors, order=0)
         image, target = _fit(image, size, -1024.0), _fit(target, size, 0)
     augment = _low_density(augment, rng)
     if "bone_offset_hu" in augment:
@@ -351,8 +350,7 @@ def _random_curve(hu: np.ndarray, jitter: dict, rng: np.random.Generator) -> np.
 def _smooth_field(shape, cells: int, rng: np.random.Generator) -> np.ndarray:
     """A smooth random field in [-1, 1]: linear interpolation of ``cells``^3 random values."""
     coarse = rng.uniform(-1, 1, (cells,) * 3).astype(np.float32)
-    return ndimage.zoom(coarse, [n / cells for n in shape], order=1, grid_mode=True, mode="nearest")[
-        : shape[0], : shape[1], : shape[2]]
+    return zoom_separably(coarse, [n / cells for n in shape], order=1)[: shape[0], : shape[1], : shape[2]]
 
 
 def _texture(hu: np.ndarray, augment: dict, rng: np.random.Generator) -> np.ndarray:
@@ -372,10 +370,27 @@ def _texture(hu: np.ndarray, augment: dict, rng: np.random.Generator) -> np.ndar
 def _degrade_resolution(hu: np.ndarray, factors: dict, rng: np.random.Generator) -> np.ndarray:
     """Down to a coarser grid and back (linear), as a thick-slice or low-dose reconstruction looks."""
     zoom = [1 / rng.uniform(1, factors["in_plane"])] * 2 + [1 / rng.uniform(1, factors["slice"])]
-    small = ndimage.zoom(hu, zoom, order=1, grid_mode=True, mode="nearest")
-    back = ndimage.zoom(small, [n / m for n, m in zip(hu.shape, small.shape)], order=1, grid_mode=True,
-                        mode="nearest")
+    small = zoom_separably(hu, zoom, order=1)
+    back = zoom_separably(small, [n / m for n, m in zip(hu.shape, small.shape)], order=1)
     return back[: hu.shape[0], : hu.shape[1], : hu.shape[2]]
+
+
+def zoom_separably(array: np.ndarray, factors, order: int) -> np.ndarray:
+    """``ndimage.zoom(array, factors, order=order, grid_mode=True, mode="nearest")`` for ``order`` 0 or 1, one
+    axis at a time: both interpolations are separable, so along each axis the zoom of the voxel positions
+    picks the voxels (0) or the two voxels and their weights (1), several times faster on a training patch
+    than interpolating every voxel from its eight neighbours (``make bench``)."""
+    for axis, factor in enumerate(factors):
+        n = array.shape[axis]
+        position = ndimage.zoom(np.arange(n, dtype=float), factor, order=order, grid_mode=True, mode="nearest")
+        low = np.floor(position).astype(int)
+        if order == 0:
+            array = np.take(array, low, axis=axis)
+            continue
+        share = (position - low).astype(array.dtype).reshape([-1 if a == axis else 1 for a in range(array.ndim)])
+        array = (np.take(array, low, axis=axis) * (1 - share)
+                 + np.take(array, np.minimum(low + 1, n - 1), axis=axis) * share)
+    return array
 
 
 def _truncate_field_of_view(image: np.ndarray, target: np.ndarray, augment: dict, rng: np.random.Generator):
