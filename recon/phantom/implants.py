@@ -196,7 +196,7 @@ def metal_streaks(hu: np.ndarray, grid: Grid, rng: np.random.Generator) -> np.nd
     angles = np.linspace(0.0, 180.0, PROJECTIONS, endpoint=False)
     strength, starvation = rng.uniform(*STREAK_HU), rng.uniform(0.0, 0.5)
     pixel_mm = float(np.mean(grid.spacing_mm[:2]))
-    side = max(hu.shape[:2])  # the Radon pair works on square slices centred on this one's corner-aligned square
+    side = max(hu.shape[:2])  # the Radon pair's square, this slice in its corner
     streaks = np.zeros(hu.shape, np.float32)
     for k in np.flatnonzero(metal.any(axis=(0, 1))):
         path = metal_sinogram(metal[:, :, k], side, angles) * pixel_mm / 20.0  # metal path, in units of 20 mm
