@@ -387,6 +387,30 @@ def test_alar_voids_fill_both_lateral_masses_of_the_sacrum_with_fat_and_keep_its
     assert (sides < -3).sum() > 5 and (sides > 3).sum() > 5  # both lateral masses, not the body between them
 
 
+def test_a_hip_joint_space_range_changes_only_the_joint_space_and_a_closed_joint_lets_the_acetabulum_meet_the_head():
+    from recon.phantom.morphometry import PELVIS_RANGES
+
+    grid = {"shape": (60, 46, 90), "spacing_mm": (5.0, 5.0, 5.0)}  # both hips, wherever the grid centres
+    plain = make_phantom(7, **grid)
+    same = make_phantom(7, hip_joint_space_mm=PELVIS_RANGES["joint_space_mm"], **grid)
+    closed = make_phantom(7, hip_joint_space_mm=(0.0, 0.0), **grid)
+    assert np.array_equal(plain.ct.hu, same.ct.hu) and np.array_equal(plain.labels.labels, same.labels.labels)
+    drawn = [phantom.truth["generator"]["parameters"]["pelvis"] for phantom in (plain, closed)]
+    assert drawn[1].pop("joint_space_mm") == 0.0 and drawn[0].pop("joint_space_mm") >= 1.5
+    assert drawn[0] == drawn[1]
+    for side in ("left", "right"):
+        hip = closed.truth["hips"][side]
+        assert hip["acetabulum_radius_mm"] == hip["femoral_head_radius_mm"]
+        assert _touching(closed.labels.labels, side) > 2 * _touching(plain.labels.labels, side) > 0
+
+
+def _touching(labels: np.ndarray, side: str) -> int:
+    """Voxel faces where the hip bone's label meets the femur's."""
+    hip, femur = (labels == LABEL_IDS[f"{bone}_{side}"] for bone in ("hip", "femur"))
+    return sum(int((np.moveaxis(a, axis, 0)[:-1] & np.moveaxis(b, axis, 0)[1:]).sum())
+               for axis in range(3) for a, b in ((hip, femur), (femur, hip)))
+
+
 def test_an_inferior_articular_process_runs_down_the_superior_one_below_across_the_joint_space_at_its_angle():
     from recon.phantom.morphometry import draw_vertebra
     from recon.phantom.spine import (INFERIOR_PROCESS_RADIUS_MM, SUPERIOR_PROCESS_RADIUS_MM, _vertebra)

@@ -37,7 +37,8 @@ def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] 
                  label_other_bone: bool = False, hip_replacement_probability: float = 0.0,
                  hip_fixation_probability: float = 0.0, auricular_sacrum_probability: float = 0.0,
                  facet_joint_probability: float = 0.0, faint_sacral_apex_probability: float = 0.0,
-                 alar_void_probability: float = 0.0, labelled_share: float = GEOMETRIC_SHARE) -> Phantom:
+                 alar_void_probability: float = 0.0, hip_joint_space_mm: tuple[float, float] | None = None,
+                 labelled_share: float = GEOMETRIC_SHARE) -> Phantom:
     """A synthetic CT of the lower spine and hips with labels and truth, reproducible from ``seed``.
 
     ``size`` picks a preset grid (``"small"``: 128^3 at 2 mm; ``"clinical"``: 512 x 512 x 300 at
@@ -48,7 +49,8 @@ def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] 
     fracture fixation with ``hip_fixation_probability`` (``implants.py``). The sacrum keeps its full width down
     the auricular surface with ``auricular_sacrum_probability`` (``morphometry.py``), else narrows from S1 down;
     its lower half and the coccyx keep only part of bone's contrast with ``faint_sacral_apex_probability``, and
-    its lateral masses hold fatty marrow with ``alar_void_probability``.
+    its lateral masses hold fatty marrow with ``alar_void_probability``. ``hip_joint_space_mm`` is the range
+    the hip joint space is drawn from, in place of ``morphometry.PELVIS_RANGES``'.
     The vertebrae meet in facet joints with ``facet_joint_probability`` (``spine.py``), else their inferior
     articular processes stand apart.
     ``labelled_share``: how much of a voxel must lie inside a bone for it to carry the bone's label (0.5, the
@@ -62,13 +64,14 @@ def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] 
                "auricular_sacrum_probability": auricular_sacrum_probability,
                "facet_joint_probability": facet_joint_probability,
                "faint_sacral_apex_probability": faint_sacral_apex_probability,
-               "alar_void_probability": alar_void_probability, "labelled_share": labelled_share}
+               "alar_void_probability": alar_void_probability, "hip_joint_space_mm": hip_joint_space_mm,
+               "labelled_share": labelled_share}
     rng = np.random.default_rng(seed)
     detail_rng = np.random.default_rng((int(seed), 1))  # thorax, bowel content: leaves rng's draws as they were
     tissue = _draw_tissue(rng, contrast)
     shell_rng = np.random.default_rng((int(seed), 2))  # cortical shells: leaves rng's draws as they were
     cortex_mm = {bone: draw(shell_rng, span) for bone, span in CORTEX_MM.items()}
-    pelvis_params = draw_pelvis(rng, np.random.default_rng((int(seed), 3)))
+    pelvis_params = draw_pelvis(rng, np.random.default_rng((int(seed), 3)), hip_joint_space_mm)
     sacrum_rng = np.random.default_rng((int(seed), 6))  # leaves the other generators' draws as they were
     if sacrum_rng.uniform() < auricular_sacrum_probability:
         pelvis_params |= {name: draw(sacrum_rng, span) for name, span in AURICULAR_SACRUM_RANGES.items()}

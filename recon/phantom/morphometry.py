@@ -82,6 +82,10 @@ Sources, as ranges read off their tables (adult, mixed sex):
   to the disc below, their lower edge ``LAMINA_EDGE_IN_DISC`` of its height below the body (textbook: the
   interlaminar window of the lumbar spine lies at the level of the disc); without, they end above the body's
   lower endplate.
+- Hip joint space: adult hips show 4.2 +- 0.9 mm between femoral head and acetabulum on radiographs, 2-7 mm
+  across normal hips, narrowing in osteoarthritis (Lequesne M et al., Ann Rheum Dis 2004;63(9):1145-1151), and
+  3 mm CT of an elderly patient may show none. ``PELVIS_RANGES`` keeps the 1.5-3 mm the shipped model's first
+  stages learnt from; ``make_phantom(hip_joint_space_mm=)`` draws from another range.
 - Pelvic marrow: the cancellous bone of the sacrum, hip bones and proximal femurs is drawn as a share of the
   lumbar one (``PELVIC_MARROW_RANGES``): in adults the pelvis's marrow turns fatty earlier than the spine's, so
   at 3 mm a hip bone is often a bright cortical outline around an interior no brighter than muscle.

@@ -31,10 +31,12 @@ ILIAC_FOSSA_RADII_MM = (20.0, 50.0, 40.0)  # the hollow's depth, and its extent 
 FAINT_APEX_FROM = 0.5  # a faint sacral apex: the segments from halfway down the sacral curve (about S3), and the coccyx
 
 
-def draw_pelvis(rng: np.random.Generator, detail_rng: np.random.Generator) -> dict[str, float]:
+def draw_pelvis(rng: np.random.Generator, detail_rng: np.random.Generator,
+                joint_space_mm: tuple[float, float] | None = None) -> dict[str, float]:
     """Pelvis parameters; the bone detail comes from ``detail_rng`` so that ``rng``'s later draws stay as
-    they were without it."""
-    return ({name: draw(rng, span) for name, span in PELVIS_RANGES.items()}
+    they were without it. ``joint_space_mm`` replaces ``PELVIS_RANGES``' hip joint space range (same draws)."""
+    ranges = PELVIS_RANGES | ({"joint_space_mm": joint_space_mm} if joint_space_mm else {})
+    return ({name: draw(rng, span) for name, span in ranges.items()}
             | {name: draw(detail_rng, span) for name, span in PELVIS_DETAIL_RANGES.items()})
 
 
