@@ -35,7 +35,7 @@ def draw_pelvis(rng: np.random.Generator, detail_rng: np.random.Generator,
                 joint_space_mm: tuple[float, float] | None = None) -> dict[str, float]:
     """Pelvis parameters; the bone detail comes from ``detail_rng`` so that ``rng``'s later draws stay as
     they were without it. ``joint_space_mm`` replaces ``PELVIS_RANGES``' hip joint space range (same draws)."""
-    ranges = PELVIS_RANGES | ({"joint_space_mm": joint_space_mm} if joint_space_mm else {})
+    ranges = PELVIS_RANGES | ({"joint_space_mm": joint_space_mm} if joint_space_mm is not None else {})
     return ({name: draw(rng, span) for name, span in ranges.items()}
             | {name: draw(detail_rng, span) for name, span in PELVIS_DETAIL_RANGES.items()})
 
