@@ -387,6 +387,25 @@ def test_alar_voids_fill_both_lateral_masses_of_the_sacrum_with_fat_and_keep_its
     assert (sides < -3).sum() > 5 and (sides > 3).sum() > 5  # both lateral masses, not the body between them
 
 
+def test_a_sacral_canal_runs_roofed_behind_the_sacral_bodies_holding_fat_and_only_the_sacrum_changes():
+    grid = {"shape": (64, 64, 80), "spacing_mm": (3.0, 3.0, 3.0)}
+    plain, canal = make_phantom(7, **grid), make_phantom(7, sacral_canal_probability=1.0, **grid)
+    drawn = canal.truth["generator"]["parameters"]["pelvis"]
+    sacral = (plain.labels.labels == LABEL_IDS["sacrum"]) | (canal.labels.labels == LABEL_IDS["sacrum"])
+    assert np.array_equal(plain.labels.labels[~sacral], canal.labels.labels[~sacral])
+    enclosed = [_enclosed_by_sacrum(phantom.labels.labels) for phantom in (plain, canal)]
+    assert enclosed[1].sum() > 30 > enclosed[0].sum()
+    muscle = canal.truth["generator"]["parameters"]["tissue_hu"]["muscle"]
+    assert np.median(canal.ct.hu[enclosed[1]]) < (drawn["sacral_canal_hu"] + muscle) / 2
+
+
+def _enclosed_by_sacrum(labels: np.ndarray) -> np.ndarray:
+    """Voxels the sacrum's label rings round in an axial slice."""
+    sacrum = labels == LABEL_IDS["sacrum"]
+    filled = np.stack([ndimage.binary_fill_holes(sacrum[:, :, z]) for z in range(sacrum.shape[2])], axis=2)
+    return filled & ~sacrum
+
+
 def test_a_hip_joint_space_range_changes_only_the_joint_space_and_a_closed_joint_lets_the_acetabulum_meet_the_head():
     from recon.phantom.morphometry import PELVIS_RANGES
 

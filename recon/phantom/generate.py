@@ -11,7 +11,7 @@ from recon.geometry import Grid
 from recon.phantom.body import build_body
 from recon.phantom.implants import metal_streaks
 from recon.phantom.morphometry import (ALAR_VOID_RANGES, AURICULAR_SACRUM_RANGES, CORTEX_MM, SACRAL_APEX_CONTRAST,
-                                      TISSUE_HU_RANGES, draw)
+                                      SACRAL_CANAL_RANGES, TISSUE_HU_RANGES, draw)
 from recon.phantom.pelvis import build_pelvis, draw_pelvis
 from recon.phantom.render import GEOMETRIC_SHARE, Imaging, apply_imaging, render
 from recon.phantom.shapes import rotation_about
@@ -37,8 +37,8 @@ def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] 
                  label_other_bone: bool = False, hip_replacement_probability: float = 0.0,
                  hip_fixation_probability: float = 0.0, auricular_sacrum_probability: float = 0.0,
                  facet_joint_probability: float = 0.0, faint_sacral_apex_probability: float = 0.0,
-                 alar_void_probability: float = 0.0, hip_joint_space_mm: tuple[float, float] | None = None,
-                 labelled_share: float = GEOMETRIC_SHARE) -> Phantom:
+                 alar_void_probability: float = 0.0, sacral_canal_probability: float = 0.0,
+                 hip_joint_space_mm: tuple[float, float] | None = None, labelled_share: float = GEOMETRIC_SHARE) -> Phantom:
     """A synthetic CT of the lower spine and hips with labels and truth, reproducible from ``seed``.
 
     ``size`` picks a preset grid (``"small"``: 128^3 at 2 mm; ``"clinical"``: 512 x 512 x 300 at
@@ -49,7 +49,8 @@ def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] 
     fracture fixation with ``hip_fixation_probability`` (``implants.py``). The sacrum keeps its full width down
     the auricular surface with ``auricular_sacrum_probability`` (``morphometry.py``), else narrows from S1 down;
     its lower half and the coccyx keep only part of bone's contrast with ``faint_sacral_apex_probability``, and
-    its lateral masses hold fatty marrow with ``alar_void_probability``. ``hip_joint_space_mm`` is the range
+    its lateral masses hold fatty marrow with ``alar_void_probability``, and its canal runs roofed down to the
+    sacral hiatus with ``sacral_canal_probability``. ``hip_joint_space_mm`` is the range
     the hip joint space is drawn from, in place of ``morphometry.PELVIS_RANGES``'.
     The vertebrae meet in facet joints with ``facet_joint_probability`` (``spine.py``), else their inferior
     articular processes stand apart.
@@ -64,7 +65,8 @@ def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] 
                "auricular_sacrum_probability": auricular_sacrum_probability,
                "facet_joint_probability": facet_joint_probability,
                "faint_sacral_apex_probability": faint_sacral_apex_probability,
-               "alar_void_probability": alar_void_probability, "hip_joint_space_mm": hip_joint_space_mm,
+               "alar_void_probability": alar_void_probability, "sacral_canal_probability": sacral_canal_probability,
+               "hip_joint_space_mm": hip_joint_space_mm,
                "labelled_share": labelled_share}
     rng = np.random.default_rng(seed)
     detail_rng = np.random.default_rng((int(seed), 1))  # thorax, bowel content: leaves rng's draws as they were
@@ -81,6 +83,9 @@ def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] 
     void_rng = np.random.default_rng((int(seed), 9))  # leaves the other generators' draws as they were
     if void_rng.uniform() < alar_void_probability:
         pelvis_params |= {name: draw(void_rng, span) for name, span in ALAR_VOID_RANGES.items()}
+    canal_rng = np.random.default_rng((int(seed), 10))  # leaves the other generators' draws as they were
+    if canal_rng.uniform() < sacral_canal_probability:
+        pelvis_params |= {name: draw(canal_rng, span) for name, span in SACRAL_CANAL_RANGES.items()}
     tilt_deg = rng.uniform(-1, 1, 3) * np.array([5.0, 5.0, 8.0])
     tilt_deg *= min(1.0, MAX_PATIENT_TILT_DEG / max(np.linalg.norm(tilt_deg), 1e-9))
     rotation = (rotation_about([0, 0, 1], np.radians(tilt_deg[2])) @ rotation_about([0, 1, 0], np.radians(tilt_deg[1]))

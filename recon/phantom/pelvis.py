@@ -70,6 +70,9 @@ def build_pelvis(params: dict, origin: np.ndarray, rotation: np.ndarray, tissue:
     if "alar_void_hu" in params:
         voids = _alar_voids(sacrum, world(s1_local), s1_rotation, params, cortex_mm)
         bones.append(Paint(voids, params["alar_void_hu"]))
+    if "sacral_canal_hu" in params:  # its contents, below S1's endplate (L5's arch lies above it)
+        bones.append(Paint(Intersection((canal, HalfSpace(world(s1_local), s1_rotation[:, 2]))),
+                           params["sacral_canal_hu"]))
     for side_name, side in SIDES.items():
         center_local = np.array([side * hip_half, 0.0, 0.0])
         asis_local = center_local + np.array([side * 0.14 * width, -0.22 * width, 0.30 * width])
@@ -135,8 +138,40 @@ def _sacral_parts(s1: np.ndarray, frame: np.ndarray, params: dict) -> tuple[list
             segment = [_segment(s1, frame, point, tangent, np.array([46.0 - 36.0 * t, 13.0 - 7.0 * t, half_length]))]
         (apex if t >= FAINT_APEX_FROM else upper).extend(segment)
     apex += _coccyx(s1, frame, controls[2], 2 * (controls[2] - controls[1]), params["coccyx_length_mm"])
-    canal = Capsule(s1 + posterior * 24 + up * 5, s1 + posterior * 30 - up * 85, 6.0)
+    if "sacral_canal_half_width_mm" not in params:
+        return upper, apex, Capsule(s1 + posterior * 24 + up * 5, s1 + posterior * 30 - up * 85, 6.0)
+    canal, roofs = _sacral_canal(s1, frame, controls, params)
+    for t, roof in roofs:
+        (apex if t >= FAINT_APEX_FROM else upper).append(roof)
     return upper, apex, canal
+
+
+def _sacral_canal(s1: np.ndarray, frame: np.ndarray, controls: np.ndarray, params: dict):
+    """``morphometry.py``'s sacral canal: pieces of elliptic tube behind the sacral bodies, from S1's endplate
+    down the sacral curve to the apex, half sunk into the bodies' backs and narrowing from
+    ``sacral_canal_half_*_mm`` to ``sacral_hiatus_half_*_mm`` at the hiatus (``sacral_hiatus_at`` of the curve);
+    above the hiatus each piece gets a roof ``sacral_lamina_mm`` thick round it. Returns the canal and the roofs
+    with the curve parameter of each."""
+    ends = np.linspace(0.0, 1.0, 2 * SACRAL_SEGMENTS)
+    points = _bezier(controls, ends[:, None])
+    points = np.vstack([[points[0, 0], -4.0], points])  # up to just below S1's endplate, clear of L5's arch
+    hiatus = params["sacral_hiatus_at"]
+    apex_depth = params.get("sacral_apex_half_depth_mm", 6.0)
+    canal, roofs = [], []
+    for (start, end), t in zip(pairwise(points), np.concatenate([[0.0], (ends[:-1] + ends[1:]) / 2])):
+        share = min(t / hiatus, 1.0)
+        width, depth = ((1 - share) * params[f"sacral_canal_half_{axis}_mm"]
+                        + share * params[f"sacral_hiatus_half_{axis}_mm"] for axis in ("width", "depth"))
+        tangent = end - start
+        rotation = _segment_rotation(frame, tangent)
+        middle = _on_curve(s1, frame, (start + end) / 2)
+        center = middle + rotation[:, 1] * (13.0 - (13.0 - apex_depth) * t + 0.5 * depth)
+        half_length = np.linalg.norm(tangent) / 2 + 1.5
+        canal.append(Cylinder(center, rotation, width, depth, half_length))
+        if t < hiatus:
+            lamina = params["sacral_lamina_mm"]
+            roofs.append((t, Cylinder(center, rotation, width + lamina, depth + lamina, half_length)))
+    return Union(tuple(canal)), roofs
 
 
 def _sacral_solid(parts: list[Shape], canal: Shape) -> Shape:

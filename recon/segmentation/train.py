@@ -41,7 +41,8 @@ VALIDATION_SEED_BASE = 900_000_000  # never reached by training seeds
 CHECKPOINT_WEIGHTS, CHECKPOINT_STATE, CONFIG_FILE = "checkpoint.safetensors", "checkpoint.json", "config.json"
 WARMUP_STEPS = 100
 PHANTOM_PROBABILITIES = ("hip_replacement_probability", "hip_fixation_probability", "auricular_sacrum_probability",
-                         "facet_joint_probability", "faint_sacral_apex_probability", "alar_void_probability")
+                         "facet_joint_probability", "faint_sacral_apex_probability", "alar_void_probability",
+                         "sacral_canal_probability")
 LABELS = ["background", *BONES]
 
 
