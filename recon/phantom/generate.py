@@ -38,7 +38,8 @@ def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] 
                  hip_fixation_probability: float = 0.0, auricular_sacrum_probability: float = 0.0,
                  facet_joint_probability: float = 0.0, faint_sacral_apex_probability: float = 0.0,
                  alar_void_probability: float = 0.0, sacral_canal_probability: float = 0.0,
-                 hip_joint_space_mm: tuple[float, float] | None = None, labelled_share: float = GEOMETRIC_SHARE) -> Phantom:
+                 hip_joint_space_mm: tuple[float, float] | None = None,
+                 labelled_share: float = GEOMETRIC_SHARE) -> Phantom:
     """A synthetic CT of the lower spine and hips with labels and truth, reproducible from ``seed``.
 
     ``size`` picks a preset grid (``"small"``: 128^3 at 2 mm; ``"clinical"``: 512 x 512 x 300 at
