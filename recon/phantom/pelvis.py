@@ -148,7 +148,7 @@ def _sacral_parts(s1: np.ndarray, frame: np.ndarray, params: dict) -> tuple[list
 
 def _sacral_canal(s1: np.ndarray, frame: np.ndarray, controls: np.ndarray, params: dict):
     """``morphometry.py``'s sacral canal: pieces of elliptic tube behind the sacral bodies, from S1's endplate
-    down the sacral curve to the apex, half sunk into the bodies' backs and narrowing from
+    down the sacral curve to the apex, a quarter of its depth sunk into the bodies' backs, narrowing from
     ``sacral_canal_half_*_mm`` to ``sacral_hiatus_half_*_mm`` at the hiatus (``sacral_hiatus_at`` of the curve);
     above the hiatus each piece gets a roof ``sacral_lamina_mm`` thick round it. Returns the canal and the roofs
     with the curve parameter of each."""
