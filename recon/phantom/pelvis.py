@@ -135,7 +135,8 @@ def _sacral_parts(s1: np.ndarray, frame: np.ndarray, params: dict) -> tuple[list
         if "auricular_height_mm" in params:
             segment = _auricular_segment(s1, frame, point, tangent, t, half_length, params)
         else:
-            segment = [_segment(s1, frame, point, tangent, np.array([46.0 - 36.0 * t, 13.0 - 7.0 * t, half_length]))]
+            segment = [_segment(s1, frame, point, tangent,
+                                np.array([46.0 - 36.0 * t, _sacral_half_depth(t, params), half_length]))]
         (apex if t >= FAINT_APEX_FROM else upper).extend(segment)
     apex += _coccyx(s1, frame, controls[2], 2 * (controls[2] - controls[1]), params["coccyx_length_mm"])
     if "sacral_canal_half_width_mm" not in params:
@@ -155,8 +156,7 @@ def _sacral_canal(s1: np.ndarray, frame: np.ndarray, controls: np.ndarray, param
     ends = np.linspace(0.0, 1.0, 2 * SACRAL_SEGMENTS)
     points = _bezier(controls, ends[:, None])
     points = np.vstack([[points[0, 0], -4.0], points])  # up to just below S1's endplate, clear of L5's arch
-    hiatus = params["sacral_hiatus_at"]
-    apex_depth = params.get("sacral_apex_half_depth_mm", 6.0)
+    hiatus, lamina = params["sacral_hiatus_at"], params["sacral_lamina_mm"]
     canal, roofs = [], []
     for (start, end), t in zip(pairwise(points), np.concatenate([[0.0], (ends[:-1] + ends[1:]) / 2])):
         share = min(t / hiatus, 1.0)
@@ -165,13 +165,18 @@ def _sacral_canal(s1: np.ndarray, frame: np.ndarray, controls: np.ndarray, param
         tangent = end - start
         rotation = _segment_rotation(frame, tangent)
         middle = _on_curve(s1, frame, (start + end) / 2)
-        center = middle + rotation[:, 1] * (13.0 - (13.0 - apex_depth) * t + 0.5 * depth)
+        center = middle + rotation[:, 1] * (_sacral_half_depth(t, params) + 0.5 * depth)
         half_length = np.linalg.norm(tangent) / 2 + 1.5
         canal.append(Cylinder(center, rotation, width, depth, half_length))
         if t < hiatus:
-            lamina = params["sacral_lamina_mm"]
             roofs.append((t, Cylinder(center, rotation, width + lamina, depth + lamina, half_length)))
     return Union(tuple(canal)), roofs
+
+
+def _sacral_half_depth(t: float, params: dict) -> float:
+    """The sacral segment's half depth at ``t`` (0 at S1, 1 at the apex): 13 mm thinning to the apex's
+    (``sacral_apex_half_depth_mm`` of an auricular sacrum, else 6 mm)."""
+    return 13.0 - (13.0 - params.get("sacral_apex_half_depth_mm", 6.0)) * t
 
 
 def _sacral_solid(parts: list[Shape], canal: Shape) -> Shape:
@@ -233,7 +238,7 @@ def _auricular_segment(s1, frame, point, tangent, t: float, half_length: float, 
     auricular_mm, length_mm = params["auricular_height_mm"], params["sacrum_length_mm"]
     below = float(np.clip((-point[1] - auricular_mm) / (length_mm - auricular_mm), 0.0, 1.0))
     half_width = params["interauricular_half_width_mm"] * (1 - below) + 10.0 * below
-    half_depth = 13.0 - (13.0 - params["sacral_apex_half_depth_mm"]) * t
+    half_depth = _sacral_half_depth(t, params)
     body = _segment(s1, frame, point, tangent, np.array([min(half_width, 15.0), half_depth, half_length]))
     if half_width <= 15.0:
         return [body]
