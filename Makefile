@@ -33,11 +33,12 @@ bench: setup
 # revised pelvis (about 40 min), 1000 more with edge labels (about 40 min), 1000 more with the coccyx, posterior
 # ilium and tight crops (about 40 min), two of 1200 on the iliac fossa and the auricular sacrum (about 37 min
 # each), the last averaged with the fifth, then from that average 1200 on a faint sacral apex and 1200 more
-# adding alar voids (about 33 min each on the EPYC), then its measured accuracy
+# adding alar voids (about 33 min each on the EPYC), 600 more from that on raised iliac crests (about 14 min),
+# the last two averaged, then its measured accuracy
 model: setup
 	rm -rf models/bone3mm build/bone3mm_base build/bone3mm_implants build/bone3mm_pelvis build/bone3mm_edges \
 		build/bone3mm_crops build/bone3mm_fossa build/bone3mm_fossa_again build/bone3mm_average \
-		build/bone3mm_faint_apex
+		build/bone3mm_faint_apex build/bone3mm_marrow build/bone3mm_iliac
 	$(BIN)/recon train -o build/bone3mm_base --steps 4000
 	$(BIN)/recon train -o build/bone3mm_implants --config recon/data/training_hip_implants.json --init build/bone3mm_base
 	$(BIN)/recon train -o build/bone3mm_pelvis --config recon/data/training_pelvis_anatomy.json --init build/bone3mm_implants
@@ -49,7 +50,10 @@ model: setup
 	$(BIN)/recon average -o build/bone3mm_average build/bone3mm_fossa_again build/bone3mm_crops
 	$(BIN)/recon train -o build/bone3mm_faint_apex --config recon/data/training_faint_sacral_apex.json \
 		--init build/bone3mm_average
-	$(BIN)/recon train -o models/bone3mm --config recon/data/training_sacral_marrow.json --init build/bone3mm_faint_apex
+	$(BIN)/recon train -o build/bone3mm_marrow --config recon/data/training_sacral_marrow.json \
+		--init build/bone3mm_faint_apex
+	$(BIN)/recon train -o build/bone3mm_iliac --config recon/data/training_iliac_height.json --init build/bone3mm_marrow
+	$(BIN)/recon average -o models/bone3mm build/bone3mm_marrow build/bone3mm_iliac
 	$(BIN)/python -m recon.segmentation.accuracy models/bone3mm
 
 clean:

@@ -423,6 +423,34 @@ def test_a_hip_joint_space_range_changes_only_the_joint_space_and_a_closed_joint
         assert _touching(closed.labels.labels, side) > 2 * _touching(plain.labels.labels, side) > 0
 
 
+def test_a_raised_iliac_crest_reaches_that_much_higher_and_changes_only_the_hip_bones_above_the_acetabulum():
+    grid = {"shape": (60, 46, 90), "spacing_mm": (5.0, 5.0, 5.0)}
+    plain, raised = make_phantom(7, **grid), make_phantom(7, iliac_crest_raise_mm=(25.0, 25.0), **grid)
+    hips = [np.isin(phantom.labels.labels, [LABEL_IDS["hip_left"], LABEL_IDS["hip_right"]])
+            for phantom in (plain, raised)]
+    tops = [np.nonzero(hip.any(axis=(0, 1)))[0].max() * grid["spacing_mm"][2] for hip in hips]
+    assert 20.0 <= tops[1] - tops[0] <= 30.0
+    changed = plain.labels.labels != raised.labels.labels
+    assert set(np.unique(plain.labels.labels[changed])) | set(np.unique(raised.labels.labels[changed])) <= {
+        0, LABEL_IDS["hip_left"], LABEL_IDS["hip_right"]}
+    centres = [raised.truth["hips"][side]["femoral_head_center_lps_mm"][2] for side in ("left", "right")]
+    lowest_change = raised.labels.grid.index_to_lps(np.argwhere(changed))[:, 2].min()
+    assert lowest_change > np.mean(centres)  # the wing grows above the acetabulum, not into it
+
+
+def test_a_raised_posterior_ilium_moves_up_by_that_much_and_only_the_hip_bones_change():
+    grid = {"shape": (60, 46, 90), "spacing_mm": (5.0, 5.0, 5.0)}
+    plain, raised = make_phantom(7, **grid), make_phantom(7, posterior_ilium_raise_mm=(20.0, 20.0), **grid)
+    hip_ids = [LABEL_IDS["hip_left"], LABEL_IDS["hip_right"]]
+    hips = [np.isin(phantom.labels.labels, hip_ids) for phantom in (plain, raised)]
+    changed = plain.labels.labels != raised.labels.labels
+    assert set(np.unique(plain.labels.labels[changed])) | set(np.unique(raised.labels.labels[changed])) <= {
+        0, *hip_ids}
+    gained, lost = (np.argwhere(a & ~b)[:, 2].mean() * grid["spacing_mm"][2] for a, b in ((hips[1], hips[0]),
+                                                                                           (hips[0], hips[1])))
+    assert 10.0 <= gained - lost <= 45.0
+
+
 def _touching(labels: np.ndarray, side: str) -> int:
     """Voxel faces where the hip bone's label meets the femur's."""
     hip, femur = (labels == LABEL_IDS[f"{bone}_{side}"] for bone in ("hip", "femur"))

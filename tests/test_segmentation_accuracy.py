@@ -21,54 +21,54 @@ SLACK = 0.02  # Dice may move this much with library versions before a change co
 
 # measured with models/bone3mm and the post-processing as it is now (see its model.json)
 PINNED_TOTALSEG = {
-    "femur_left": 0.5575,
-    "femur_right": 0.8449,
-    "hip_left": 0.8667,
-    "hip_right": 0.8916,
-    "sacrum": 0.7624,
-    "vertebrae_L1": 0.8184,
-    "vertebrae_L2": 0.8745,
-    "vertebrae_L3": 0.8836,
-    "vertebrae_L4": 0.9128,
-    "vertebrae_L5": 0.878,
-    "vertebrae_T12": 0.6453,
+    "femur_left": 0.5667,
+    "femur_right": 0.8501,
+    "hip_left": 0.8719,
+    "hip_right": 0.8947,
+    "sacrum": 0.7667,
+    "vertebrae_L1": 0.8284,
+    "vertebrae_L2": 0.8758,
+    "vertebrae_L3": 0.8889,
+    "vertebrae_L4": 0.9082,
+    "vertebrae_L5": 0.8774,
+    "vertebrae_T12": 0.6508,
 }
 PINNED_POSTERIOR_ELEMENTS = {  # each vertebra behind its body (``vertebral_parts``), where the real CT loses most
-    "vertebrae_L1": 0.5856,
-    "vertebrae_L2": 0.6461,
-    "vertebrae_L3": 0.7045,
-    "vertebrae_L4": 0.7533,
-    "vertebrae_L5": 0.6893,
+    "vertebrae_L1": 0.6074,
+    "vertebrae_L2": 0.6515,
+    "vertebrae_L3": 0.7253,
+    "vertebrae_L4": 0.743,
+    "vertebrae_L5": 0.6797,
 }
 # named right on the real CT (T11, a 76-voxel sliver at the top of the scan, is merged into T12)
 PINNED_NAMED_RIGHT = ("vertebrae_T12", "vertebrae_L1", "vertebrae_L2", "vertebrae_L3", "vertebrae_L4", "vertebrae_L5")
-PINNED_TPTBOX_L3 = {"dice_L3": 0.0047,  # real/tptbox-l3: L3 is found whole but named L2 (no sacrum to count from)
-                    "dice_L3_as_found": 0.7293}
+PINNED_TPTBOX_L3 = {"dice_L3": 0.0991,  # real/tptbox-l3: L3 is found whole but named L2 (no sacrum to count from)
+                    "dice_L3_as_found": 0.7279}
 PELVIC_BONES = {"sacrum", "hip_left", "hip_right", "femur_left", "femur_right"}
 PINNED_PHANTOM_WORST = {  # on phantoms whose iliac wing thins to the fossa (as every phantom now draws it)
-    "femur_left": 0.925,
-    "femur_right": 0.9404,
-    "hip_left": 0.8563,
-    "hip_right": 0.8658,
-    "sacrum": 0.8904,
-    "vertebrae_T12": 0.3809,
-    "vertebrae_L1": 0.8568,
-    "vertebrae_L2": 0.8844,
-    "vertebrae_L3": 0.8655,
-    "vertebrae_L4": 0.8695,
-    "vertebrae_L5": 0.8685,
+    "femur_left": 0.9217,
+    "femur_right": 0.9377,
+    "hip_left": 0.8646,
+    "hip_right": 0.8657,
+    "sacrum": 0.8891,
+    "vertebrae_T12": 0.3425,
+    "vertebrae_L1": 0.8586,
+    "vertebrae_L2": 0.8827,
+    "vertebrae_L3": 0.8629,
+    "vertebrae_L4": 0.8636,
+    "vertebrae_L5": 0.8665,
 }
 PINNED_HIP_REPLACEMENT_WORST = {
-    "femur_left": 0.8723,
-    "femur_right": 0.8347,
-    "hip_left": 0.844,
-    "hip_right": 0.8509,
+    "femur_left": 0.8708,
+    "femur_right": 0.8236,
+    "hip_left": 0.8434,
+    "hip_right": 0.8461,
 }
 PINNED_HIP_FIXATION_WORST = {  # held-out phantom 950000001: a cephalomedullary nail left, cannulated screws right
-    "femur_left": 0.8075,
-    "femur_right": 0.8268,
-    "hip_left": 0.8385,
-    "hip_right": 0.8223,
+    "femur_left": 0.814,
+    "femur_right": 0.8283,
+    "hip_left": 0.8392,
+    "hip_right": 0.8214,
 }
 
 
@@ -117,8 +117,11 @@ def test_a_narrow_crop_of_the_real_lumbar_spine_shows_no_pelvic_bone_the_referen
 
 def test_spine_centred_crops_of_held_out_phantoms_counted_from_the_lumbosacral_junction_are_named_right(model):
     crops = phantom_lumbar_crops(model, seeds=range(HELD_OUT_SEED_BASE, HELD_OUT_SEED_BASE + 2))
-    assert crops["sacrum"]["crops"] == 6 and crops["sacrum"]["vertebrae"] == 15
-    assert crops["sacrum"]["named_right"] >= 13  # 13 of 15 when measured (7 of 7 before the sacrum bent down)
+    # 14 vertebrae, 12 named right when measured; the twenty-seventh stage alone also found the half of L2 that the
+    # 150 mm crop to L2's centre shows of phantom 950000000 (13 of 15; on all 16 held-out phantoms 150 of 153
+    # against the shipped average's 151 of 154; 7 of 7 before the sacrum bent down)
+    assert crops["sacrum"]["crops"] == 6 and crops["sacrum"]["vertebrae"] == 14
+    assert crops["sacrum"]["named_right"] >= 12
     assert crops["none"]["named_right"] >= 15 - 2  # 15 of 29 when measured: without the junction, a guess
 
 

@@ -39,6 +39,8 @@ def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] 
                  facet_joint_probability: float = 0.0, faint_sacral_apex_probability: float = 0.0,
                  alar_void_probability: float = 0.0, sacral_canal_probability: float = 0.0,
                  hip_joint_space_mm: tuple[float, float] | None = None,
+                 iliac_crest_raise_mm: tuple[float, float] | None = None,
+                 posterior_ilium_raise_mm: tuple[float, float] | None = None,
                  labelled_share: float = GEOMETRIC_SHARE) -> Phantom:
     """A synthetic CT of the lower spine and hips with labels and truth, reproducible from ``seed``.
 
@@ -52,7 +54,9 @@ def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] 
     its lower half and the coccyx keep only part of bone's contrast with ``faint_sacral_apex_probability``, and
     its lateral masses hold fatty marrow with ``alar_void_probability``, and its canal runs roofed down to the
     sacral hiatus with ``sacral_canal_probability``. ``hip_joint_space_mm`` is the range
-    the hip joint space is drawn from, in place of ``morphometry.PELVIS_RANGES``'.
+    the hip joint space is drawn from, in place of ``morphometry.PELVIS_RANGES``'. ``iliac_crest_raise_mm`` is
+    the range of how far the iliac wings reach above their default height (``morphometry.py``'s iliac height),
+    ``posterior_ilium_raise_mm`` that of how far the posterior ilium behind the alae lies above its default.
     The vertebrae meet in facet joints with ``facet_joint_probability`` (``spine.py``), else their inferior
     articular processes stand apart.
     ``labelled_share``: how much of a voxel must lie inside a bone for it to carry the bone's label (0.5, the
@@ -67,7 +71,8 @@ def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] 
                "facet_joint_probability": facet_joint_probability,
                "faint_sacral_apex_probability": faint_sacral_apex_probability,
                "alar_void_probability": alar_void_probability, "sacral_canal_probability": sacral_canal_probability,
-               "hip_joint_space_mm": hip_joint_space_mm,
+               "hip_joint_space_mm": hip_joint_space_mm, "iliac_crest_raise_mm": iliac_crest_raise_mm,
+               "posterior_ilium_raise_mm": posterior_ilium_raise_mm,
                "labelled_share": labelled_share}
     rng = np.random.default_rng(seed)
     detail_rng = np.random.default_rng((int(seed), 1))  # thorax, bowel content: leaves rng's draws as they were
@@ -87,6 +92,11 @@ def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] 
     canal_rng = np.random.default_rng((int(seed), 10))  # leaves the other generators' draws as they were
     if canal_rng.uniform() < sacral_canal_probability:
         pelvis_params |= {name: draw(canal_rng, span) for name, span in SACRAL_CANAL_RANGES.items()}
+    if iliac_crest_raise_mm is not None:  # its own generator leaves the other draws as they were
+        pelvis_params["iliac_crest_raise_mm"] = draw(np.random.default_rng((int(seed), 11)), iliac_crest_raise_mm)
+    if posterior_ilium_raise_mm is not None:  # its own generator leaves the other draws as they were
+        pelvis_params["posterior_ilium_raise_mm"] = draw(np.random.default_rng((int(seed), 12)),
+                                                         posterior_ilium_raise_mm)
     tilt_deg = rng.uniform(-1, 1, 3) * np.array([5.0, 5.0, 8.0])
     tilt_deg *= min(1.0, MAX_PATIENT_TILT_DEG / max(np.linalg.norm(tilt_deg), 1e-9))
     rotation = (rotation_about([0, 0, 1], np.radians(tilt_deg[2])) @ rotation_about([0, 1, 0], np.radians(tilt_deg[1]))

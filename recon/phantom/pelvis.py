@@ -300,14 +300,16 @@ def _hip_bone(side, params, world, rotation, center, asis, tubercle, acetabulum_
     anterior_dir = np.array([side * np.sin(flare), -np.cos(flare), 0.0])
     wing_frame = rotation @ rotation_about([0, 0, 1], side * flare) @ rotation_about([0, 1, 0], side * np.radians(20))
     bump = asis + np.array([0.0, 6.0, 0.0])
-    wing_center = bump - anterior_dir * 66
-    wing_radii = np.array([params["wing_half_thickness_mm"], 72.0, 62.0])
+    raise_mm = params.get("iliac_crest_raise_mm", 0.0)  # the wing grows upwards, its lower end about where it was
+    wing_center = bump - anterior_dir * 66 + [0.0, 0.0, raise_mm / 2]
+    wing_radii = np.array([params["wing_half_thickness_mm"], 72.0, 62.0 + raise_mm / 2])
     wing = Ellipsoid(world(wing_center), wing_radii, wing_frame)
     wing = Difference(wing, _iliac_fossa(world(wing_center), wing_radii, wing_frame, side, params["iliac_fossa_mm"]))
     tubercle_center = tubercle + np.array([0.0, 4.0, 0.0])
     pubic_body = tubercle + np.array([-side * 2.0, 14.0, -10.0])
     tuberosity = center + np.array([-side * 8.0, 22.0, -62.0])
-    posterior_ilium = np.array([side * 50.0, s1[1] + 20.0, s1[2] - 30.0])  # behind and beside the alae
+    posterior_ilium = np.array([side * 50.0, s1[1] + 20.0, s1[2] - 30.0  # behind and beside the alae
+                                + params.get("posterior_ilium_raise_mm", 0.0)])
     r = acetabulum_radius
     parts = [
         socket, wing,

@@ -222,6 +222,8 @@ def phantom_sample(config: dict, number: int) -> tuple[np.ndarray, np.ndarray]:
                                label_other_bone=bool(config.get("other_bone_class")),
                                **{key: float(config.get(key, 0.0)) for key in PHANTOM_PROBABILITIES},
                                hip_joint_space_mm=config.get("hip_joint_space_mm"),
+                               iliac_crest_raise_mm=config.get("iliac_crest_raise_mm"),
+                               posterior_ilium_raise_mm=config.get("posterior_ilium_raise_mm"),
                                labelled_share=labelled_share_of(config))
         _PHANTOM_CACHE[key] = (phantom.ct.hu.astype(np.float32), phantom.labels.labels.astype(np.uint8))
     return _PHANTOM_CACHE[key]
