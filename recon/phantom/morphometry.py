@@ -32,10 +32,9 @@ Sources, as ranges read off their tables (adult, mixed sex):
 - Iliac height: on CT of 22 hips the hip centre lay 0.33 +- 0.02 (0.30 in men, 0.35 in women) of the pelvis's
   height (iliac crest to ischial tuberosity) above its lowest point (J Bone Joint Surg Br 2010;92-B Supp II:296,
   an abstract), so with that height taken as 190-235 mm (an assumed adult range, not from that abstract) the
-  crest lies about 124-165 mm above the hip centre. The
-  default phantoms' wings (a fixed ellipsoid above Bell's ASIS) put it 126-137 mm above; with
-  ``make_phantom(iliac_crest_raise_mm=)`` each wing grows upwards by an amount drawn from that range, its lower
-  end about where it was.
+  crest lies about 124-165 mm above the hip centre. The default phantoms' wings (a fixed ellipsoid above Bell's
+  ASIS) put it 126-137 mm above; with ``make_phantom(iliac_crest_raise_mm=)`` each wing grows upwards by an
+  amount drawn from that range, its lower end about where it was.
 - Iliac fossa: on CT of 200 hemipelves every ilium had an elliptical area of about 22 cm^2 where its inner and
   outer cortices come within 5 mm of each other, and 48% converged there to a single cortex; the area begins
   14-20 mm below the top of the crest (Wang M et al., Defining the iliac wing osseous fixation pathways,
