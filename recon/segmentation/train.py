@@ -43,6 +43,7 @@ WARMUP_STEPS = 100
 PHANTOM_PROBABILITIES = ("hip_replacement_probability", "hip_fixation_probability", "auricular_sacrum_probability",
                          "facet_joint_probability", "faint_sacral_apex_probability", "alar_void_probability",
                          "sacral_canal_probability")
+PHANTOM_RANGES = ("hip_joint_space_mm", "iliac_crest_raise_mm", "posterior_ilium_raise_mm")  # (low, high) or absent
 LABELS = ["background", *BONES]
 
 
@@ -221,9 +222,7 @@ def phantom_sample(config: dict, number: int) -> tuple[np.ndarray, np.ndarray]:
                                shape=tuple(config["phantom_shape"]), spacing_mm=spacing,
                                label_other_bone=bool(config.get("other_bone_class")),
                                **{key: float(config.get(key, 0.0)) for key in PHANTOM_PROBABILITIES},
-                               hip_joint_space_mm=config.get("hip_joint_space_mm"),
-                               iliac_crest_raise_mm=config.get("iliac_crest_raise_mm"),
-                               posterior_ilium_raise_mm=config.get("posterior_ilium_raise_mm"),
+                               **{key: config.get(key) for key in PHANTOM_RANGES},
                                labelled_share=labelled_share_of(config))
         _PHANTOM_CACHE[key] = (phantom.ct.hu.astype(np.float32), phantom.labels.labels.astype(np.uint8))
     return _PHANTOM_CACHE[key]
