@@ -139,6 +139,10 @@ def _parser() -> argparse.ArgumentParser:
                               "per-structure masks (e.g. TotalSegmentator's output)")
     segment.add_argument("--label-map", metavar="FILE|WORD", help=LABEL_MAP_HELP + " (for --labels)")
     segment.add_argument("--series", metavar="UID", help="SeriesInstanceUID to load instead of the automatic choice")
+    segment.add_argument("--zooms", metavar="ZOOM", type=float, nargs="+", default=(),
+                         help="test-time zooms: also run the network on the CT resampled ZOOM times finer (above 1) "
+                              "or coarser than the model's grid and average the scores, e.g. --zooms 1.1 0.9 "
+                              "(slower; README, Segmentation, says what it measured)")
     segment.set_defaults(command=_segment)
 
     train = commands.add_parser(
@@ -372,7 +376,7 @@ def _segment(args: argparse.Namespace) -> int:
     else:
         from recon.segmentation.infer import segment
 
-        labels = segment(volume, model=args.model)
+        labels = segment(volume, model=args.model, zooms=tuple(args.zooms))
     out = Path(args.output)
     write_label_map(labels, out / "labels.nii.gz")
     write_segmentation(labels, out / "segmentation.seg.nrrd")

@@ -22,6 +22,16 @@ def canonical_grid(grid: Grid, spacing_mm: float) -> Grid:
     return Grid(tuple(shape), (spacing_mm,) * 3, centre - (shape - 1) / 2 * spacing_mm)
 
 
+def zoomed_grid(grid: Grid, zoom: float) -> Grid:
+    """An axis-aligned LPS grid ``zoom`` times finer than the axis-aligned ``grid`` (coarser below 1), centred on
+    it and reaching no further than its outermost voxel centres, so that nothing sampled onto it lies outside."""
+    spacing = np.asarray(grid.spacing_mm) / zoom
+    extent = (np.asarray(grid.shape) - 1) * np.asarray(grid.spacing_mm)
+    shape = np.floor(extent / spacing + 1e-6).astype(int) + 1
+    centre = np.asarray(grid.origin_lps_mm) + extent / 2
+    return Grid(tuple(shape), tuple(spacing), centre - (shape - 1) / 2 * spacing)
+
+
 def resample_volume(volume: Volume, grid: Grid) -> np.ndarray:
     """CT values on ``grid`` by linear interpolation in LPS (float32); outside the source: air.
 

@@ -3,7 +3,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from recon.geometry import Grid
-from recon.resample import antialiasing_sigma_mm, canonical_grid, resample_volume
+from recon.resample import antialiasing_sigma_mm, canonical_grid, resample_volume, zoomed_grid
 from recon.volume import Volume
 
 
@@ -32,3 +32,17 @@ def test_the_smoothing_follows_each_source_axis_on_a_rotated_grid():
     volume = _noise_volume((0.5, 3.0, 3.0), rotated)
     sigma = antialiasing_sigma_mm(volume.grid, Grid((10, 10, 10), (3.0, 3.0, 3.0), (0.0, 0.0, 0.0)))
     assert sigma[0] == pytest.approx(np.sqrt((9.0 - 0.25) / 12)) and sigma[1:] == (0.0, 0.0)
+
+
+@pytest.mark.parametrize("zoom", [1.1, 0.9, 1.0])
+def test_a_zoomed_grid_is_centred_on_its_grid_and_reaches_no_further_than_its_voxel_centres(zoom):
+    grid = Grid((86, 70, 101), (3.0, 3.0, 3.0), (-120.0, 40.0, 300.0))
+    zoomed = zoomed_grid(grid, zoom)
+    assert zoomed.spacing_mm == pytest.approx((3.0 / zoom,) * 3)
+    low, high = grid.corners_lps().min(axis=0), grid.corners_lps().max(axis=0)
+    inner_low, inner_high = zoomed.corners_lps().min(axis=0), zoomed.corners_lps().max(axis=0)
+    assert np.all(inner_low >= low - 1e-6) and np.all(inner_high <= high + 1e-6)
+    assert np.all(high - inner_high < 3.0 / zoom)  # as many voxels as fit
+    assert np.allclose(inner_low - low, high - inner_high)
+    if zoom == 1.0:
+        assert zoomed.shape == grid.shape and np.allclose(zoomed.origin_lps_mm, grid.origin_lps_mm)

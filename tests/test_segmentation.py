@@ -722,3 +722,11 @@ def test_zooming_one_axis_at_a_time_gives_scipys_zoom(factors):
     assert zoomed.shape == linear.shape
     assert np.abs(zoomed - linear).max() < 1e-3
     assert np.array_equal(zoom_separably(labels, factors, order=0), nearest)
+
+
+def test_recon_segment_refuses_a_test_time_zoom_that_is_not_positive_before_writing_anything(tmp_path, capsys):
+    phantom = make_phantom(3, size="small")
+    write_image(phantom.ct.hu, phantom.ct.grid, tmp_path / "ct.nii.gz")
+    assert main(["segment", str(tmp_path / "ct.nii.gz"), "-o", str(tmp_path / "out"), "--zooms", "1.1", "0"]) != 0
+    assert "zooms must be positive" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

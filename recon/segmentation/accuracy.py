@@ -31,23 +31,25 @@ HELD_OUT_SEED_BASE = 950_000_000  # neither a training nor a validation seed
 HELD_OUT_PHANTOMS = 16  # 4 were too few to show the levels a scan cuts off: they gave L1 0.85, these 16 give 0.72
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 LOW_DENSITY_FROM_HU, LOW_DENSITY_SHARE, LOW_DENSITY_OFFSET_HU = 60.0, 0.25, 20.0
+TEST_TIME_ZOOMS = (1.1, 0.9)  # the model card's figures with ``recon segment --zooms 1.1 0.9`` too: 10% finer and
+#                                coarser, within the scale augmentation the network learnt (0.75-1.2)
 BODY_ID = 1  # spine_report/totalseg_vertebrae_body.nii.gz: 1 marks the vertebral bodies (2 the discs, six slabs
 #              between the bodies, not the posterior elements that data/README.md names)
 
 
-def held_out_phantoms(model, count: int = HELD_OUT_PHANTOMS, low_density: bool = False,
+def held_out_phantoms(model, count: int = HELD_OUT_PHANTOMS, low_density: bool = False, zooms: tuple = (),
                       **phantom_options) -> dict:
     """Dice per bone (mean and worst over the phantoms) and the share of levels named right, on small phantoms
     (2 mm, another spacing than training's) drawn with ``phantom_options`` (``recon.phantom.make_phantom``'s:
     hips replaced or their fracture fixed, an auricular sacrum, facet joints, labels drawn with another
     ``labelled_share`` than the geometric truth), their bone made osteoporotic with ``low_density``
-    (``osteoporotic``)."""
+    (``osteoporotic``), segmented with test-time ``zooms`` (``recon.segment``'s)."""
     dice: dict[str, list[float]] = {}
     named, total = 0, 0
     for number in range(count):
         phantom = make_phantom(HELD_OUT_SEED_BASE + number, size="small", **phantom_options)
         ct = osteoporotic(phantom.ct, phantom.labels) if low_density else phantom.ct
-        result = evaluate(segment(ct, model=model), phantom.labels)
+        result = evaluate(segment(ct, model=model, zooms=zooms), phantom.labels)
         for name, score in result.labels.items():
             if name in BONES and name in phantom.labels.names.values():
                 dice.setdefault(name, []).append(score.dice)
@@ -70,11 +72,12 @@ def osteoporotic(ct: Volume, labels: LabelMap) -> Volume:
     return Volume(ct.grid, hu)
 
 
-def totalsegmentator_example(model, data: Path = SHARED_DATA) -> dict:
-    """``real/totalseg-example/ct.nii.gz`` (3 mm) against TotalSegmentator v1's masks; each vertebra also
-    split into its body and its posterior elements (``vertebral_parts``)."""
+def totalsegmentator_example(model, data: Path = SHARED_DATA, zooms: tuple = ()) -> dict:
+    """``real/totalseg-example/ct.nii.gz`` (3 mm) against TotalSegmentator v1's masks, segmented with
+    test-time ``zooms``; each vertebra also split into its body and its posterior elements
+    (``vertebral_parts``)."""
     folder = data / "real" / "totalseg-example"
-    predicted = segment(load_ct(folder / "ct.nii.gz"), model=model)
+    predicted = segment(load_ct(folder / "ct.nii.gz"), model=model, zooms=zooms)
     reference = read_label_map(folder / "reference_v1")
     result = evaluate(predicted, reference)
     bodies = read_label_map(folder / "spine_report" / "totalseg_vertebrae_body.nii.gz").labels == BODY_ID
@@ -169,11 +172,11 @@ def phantom_lumbar_crops(model, seeds=range(HELD_OUT_SEED_BASE, HELD_OUT_SEED_BA
             for anchor, (c, a, r, t) in totals.items()}
 
 
-def tptbox_l3(model, data: Path = SHARED_DATA) -> dict:
+def tptbox_l3(model, data: Path = SHARED_DATA, zooms: tuple = ()) -> dict:
     """``real/tptbox-l3``: L3 against its vertebra mask (VerSe ids), as named, and as found: the vertebra that
     holds most of it, whatever level it was named (the crop shows no sacrum to count levels from)."""
     folder = data / "real" / "tptbox-l3"
-    predicted = segment(load_ct(folder / "sub-ct_label-22_ct.nii.gz"), model=model)
+    predicted = segment(load_ct(folder / "sub-ct_label-22_ct.nii.gz"), model=model, zooms=zooms)
     truth = read_label_map(folder / "sub-ct_seg-vert_label-22_msk.nii.gz", "verse")
     score = evaluate(predicted, truth).labels.get("vertebrae_L3")
     l3 = truth.labels == {name: number for number, name in truth.names.items()}["vertebrae_L3"]
@@ -192,13 +195,16 @@ def measure(name_or_path) -> dict:
                "held_out_phantoms_with_hip_fixations": held_out_phantoms(model, hip_fixation_probability=1.0),
                "held_out_phantoms_with_auricular_sacrum": held_out_phantoms(model, auricular_sacrum_probability=1.0),
                "held_out_phantoms_with_facet_joints": held_out_phantoms(model, facet_joint_probability=1.0),
-               "held_out_phantoms_with_low_density_bone": held_out_phantoms(model, low_density=True)}
+               "held_out_phantoms_with_low_density_bone": held_out_phantoms(model, low_density=True),
+               "held_out_phantoms_with_test_time_zooms": held_out_phantoms(model, zooms=TEST_TIME_ZOOMS)}
     trained_share = _trained_share(model.card)
     if trained_share != GEOMETRIC_SHARE:  # also against labels drawn as the model learnt them
         figures["held_out_phantoms_with_training_labels"] = held_out_phantoms(model, labelled_share=trained_share)
     if SHARED_DATA.is_dir():
         figures["real_totalseg_example_vs_reference_v1"] = totalsegmentator_example(model)
         figures["real_tptbox_l3"] = tptbox_l3(model)
+        figures["real_totalseg_example_with_test_time_zooms"] = totalsegmentator_example(model, zooms=TEST_TIME_ZOOMS)
+        figures["real_tptbox_l3_with_test_time_zooms"] = tptbox_l3(model, zooms=TEST_TIME_ZOOMS)
         figures["real_totalseg_example_lumbar_crops"] = totalsegmentator_example_lumbar_crops(model)
     return figures
 

@@ -1,7 +1,8 @@
 """``recon.segment``: bones of a CT by the shipped network, on the input's own grid.
 
 The CT is resampled (averaged, where it is finer) onto an axis-aligned LPS grid at the model's spacing, the
-network runs in sliding windows on it and on its left-right mirror image (``window.py``), levels are made
+network runs in sliding windows on it and on its left-right mirror image (``window.py``), and on request on
+the CT resampled a little finer and coarser (test-time zooms, its scores averaged in), levels are made
 consistent (``levels.py``), pelvic bones found beside the lumbar spine are dropped (``placement.py``), bone the
 network left out is given to its neighbouring label and the marrow a bone encloses to that bone
 (``bone_fill.py``), and each label returns to the input grid by interpolating its class score linearly, one
@@ -17,8 +18,9 @@ import torch
 from scipy import ndimage
 
 from recon.anatomy import LABEL_IDS, is_vertebra
+from recon.errors import InputError
 from recon.geometry import Grid
-from recon.resample import canonical_grid, resample_array, resample_volume
+from recon.resample import canonical_grid, resample_array, resample_volume, zoomed_grid
 from recon.segmentation.bone_fill import ALL_PLANES, PLANES_ALONG_THE_SPINE, SOLID_BONES, fill_bone, fill_enclosed
 from recon.segmentation.levels import assign_levels, level_anchor
 from recon.segmentation.model import Model, load_model
@@ -28,18 +30,20 @@ from recon.segmentation.window import normalise, predict_mirrored_scores
 from recon.volume import LabelMap, Volume, compact_label_dtype, label_bounding_boxes
 
 
-def segment(volume: Volume, *, model: Model | str | None = None) -> LabelMap:
+def segment(volume: Volume, *, model: Model | str | None = None, zooms: tuple[float, ...] = ()) -> LabelMap:
     """The bones of ``volume`` as a label map on its grid, named as recon names them, with a confidence for
     each vertebra level. ``model="totalsegmentator"`` runs TotalSegmentator instead, when it is installed with
-    its weights (``recon.segmentation.totalseg``)."""
+    its weights (``recon.segmentation.totalseg``). ``zooms`` (test-time zooms, e.g. ``(1.1, 0.9)``): the network
+    also runs on the CT resampled that many times finer (above 1) or coarser than the model's grid, and its
+    scores are averaged (``_scores``)."""
+    if any(not zoom > 0 for zoom in zooms):
+        raise InputError(f"test-time zooms must be positive numbers (1.1: 10% finer), got {list(zooms)}")
     if model == TOTALSEGMENTATOR:
         return run_totalsegmentator(volume)
     model = model if isinstance(model, Model) else load_model(model)
     grid = canonical_grid(volume.grid, model.spacing_mm)
     hu = resample_volume(volume, grid)
-    image = normalise(hu, model.card["intensity"])
-    device = next(model.network.parameters()).device.type  # windows run where the network lives
-    scores = predict_mirrored_scores(model.network, image, model.card["patch_voxels"], model.labels, device)
+    scores = _scores(Volume(grid, hu), model, zooms)
     ids = {c: LABEL_IDS[name] for c, name in enumerate(model.labels) if name in LABEL_IDS}
     classes = scores.argmax(dim=0).numpy().astype(np.uint8)
     classes[~np.isin(classes, list(ids))] = 0  # classes a model learns but recon does not name (other bone)
@@ -56,6 +60,28 @@ def segment(volume: Volume, *, model: Model | str | None = None) -> LabelMap:
     confidence = {ids[c]: value for c, value in levels.confidence.items() if ids[c] in present}
     anchor = level_anchor(placed, model.labels, model.spacing_mm)
     return LabelMap(volume.grid, labels, names, confidence, anchor)
+
+
+def _scores(ct: Volume, model: Model, zooms: tuple[float, ...]) -> torch.Tensor:
+    """The network's mirrored class scores on ``ct`` (on the model's grid), averaged with those on ``ct``
+    resampled onto each zoomed grid (``zoomed_grid``) and moved back; a voxel that a zoomed grid does not reach
+    averages those that do."""
+    device = next(model.network.parameters()).device.type  # windows run where the network lives
+
+    def scores_on(hu: np.ndarray) -> torch.Tensor:
+        image = normalise(hu, model.card["intensity"])
+        return predict_mirrored_scores(model.network, image, model.card["patch_voxels"], model.labels, device)
+
+    total = scores_on(ct.hu)
+    if not zooms:
+        return total
+    count = np.ones(ct.grid.shape, np.float32)
+    for zoom in zooms:
+        grid = zoomed_grid(ct.grid, zoom)
+        for c, score in enumerate(scores_on(resample_volume(ct, grid)).numpy()):
+            total[c] += torch.from_numpy(resample_array(score, grid, ct.grid, sitk.sitkLinear, 0.0))
+        count += resample_array(np.ones(grid.shape, np.float32), grid, ct.grid, sitk.sitkLinear, 0.0)
+    return total / torch.from_numpy(count)
 
 
 def _onto_grid(classes: np.ndarray, filled: np.ndarray, scores: torch.Tensor, source: Grid, target: Grid,
