@@ -78,8 +78,8 @@ from recon.phantom.synth import synthesize
 from recon.plan.accuracy import HIP_GRID_SHAPE, HIP_GRID_SPACING_MM, HIP_SEED_BASE
 from recon.plan.hip import plan_hip
 from recon.plan.spine import plan_spine
-from recon.segmentation.accuracy import TEST_TIME_ZOOMS
 from recon.run import run_study
+from recon.segmentation.accuracy import TEST_TIME_ZOOMS
 from recon.volume import LabelMap, Volume, label_bounding_boxes
 
 SHAPE = (512, 512, 300)
