@@ -65,6 +65,7 @@ class BatchOptions:
     device: str = "cpu"  # "cuda": on Dask, cases go only to workers started with --resources GPU=1
     seg_with_identity: bool = False
     torch_threads: int | None = None  # None: torch's default (all cores)
+    zooms: tuple[float, ...] = ()  # recon.segment's test-time zooms
 
 
 # ---------------------------------------------------------------------------------------------- cases
@@ -179,7 +180,8 @@ def _build_case(case: Case, out: Path, options: BatchOptions, expected: dict, st
     try:
         provenance = run_study(case.path, partial, procedure=case.procedure or options.procedure,
                                model=options.model, seg=case.seg, label_map=options.label_map,
-                               device=options.device, seg_with_identity=options.seg_with_identity)
+                               device=options.device, seg_with_identity=options.seg_with_identity,
+                               zooms=options.zooms)
         row = _row(case, partial, provenance, time.perf_counter() - started)
         with atomic_path(partial / RECORD_FILE) as temporary:
             temporary.write_text(json.dumps({**expected, "row": row}, indent=2))
@@ -218,7 +220,7 @@ def _expected_record(case: Case, options: BatchOptions) -> dict:
         "model_sha256": model_sha,
         "recon_version": __version__,
         "options": {"procedure": case.procedure or options.procedure, "label_map": options.label_map,
-                    "seg_with_identity": options.seg_with_identity},
+                    "seg_with_identity": options.seg_with_identity, "zooms": list(options.zooms)},
     }
 
 

@@ -139,10 +139,7 @@ def _parser() -> argparse.ArgumentParser:
                               "per-structure masks (e.g. TotalSegmentator's output)")
     segment.add_argument("--label-map", metavar="FILE|WORD", help=LABEL_MAP_HELP + " (for --labels)")
     segment.add_argument("--series", metavar="UID", help="SeriesInstanceUID to load instead of the automatic choice")
-    segment.add_argument("--zooms", metavar="ZOOM", type=float, nargs="+", default=(),
-                         help="test-time zooms: also run the network on the CT resampled ZOOM times finer (above 1) "
-                              "or coarser than the model's grid and average the scores, e.g. --zooms 1.1 0.9 "
-                              "(slower; README, Segmentation, says what it measured)")
+    _add_zooms(segment)
     segment.set_defaults(command=_segment)
 
     train = commands.add_parser(
@@ -190,6 +187,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--series", metavar="UID", help="SeriesInstanceUID to load instead of the automatic choice")
     run.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the network runs")
     run.add_argument("--seg-with-identity", action="store_true", help=SEG_IDENTITY_HELP)
+    _add_zooms(run)
     run.set_defaults(command=_run)
 
     batch = commands.add_parser(
@@ -213,6 +211,7 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                        help="cuda: on Dask, cases go to workers started with '--resources GPU=1'")
     batch.add_argument("--seg-with-identity", action="store_true", help=SEG_IDENTITY_HELP)
+    _add_zooms(batch)
     batch.set_defaults(command=_batch)
 
     plan = commands.add_parser("plan", help="plan implants on a segmentation")
@@ -393,12 +392,19 @@ def _segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_zooms(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--zooms", metavar="ZOOM", type=float, nargs="+", default=(),
+                         help="test-time zooms: also run the network on the CT resampled ZOOM times finer (above 1) "
+                              "or coarser than the model's grid and average the scores, e.g. --zooms 1.1 0.9 "
+                              "(slower; README, Bone segmentation, says what it measured)")
+
+
 def _run(args: argparse.Namespace) -> int:
     from recon.run import run_study
 
     provenance = run_study(args.input, args.output, procedure=args.procedure, model=args.model, seg=args.seg,
                            label_map=args.label_map, series_uid=args.series, device=args.device,
-                           seg_with_identity=args.seg_with_identity)
+                           seg_with_identity=args.seg_with_identity, zooms=tuple(args.zooms))
     for warning in provenance["warnings"]:
         print(f"WARNING: {warning}")
     total = sum(stage["seconds"] for stage in provenance["stages"].values())
@@ -416,7 +422,7 @@ def _batch(args: argparse.Namespace) -> int:
         raise InputError(f"--workers must be at least 1, got {args.workers}")
     cases = find_cases(args.inputs + ([args.manifest] if args.manifest else []))
     options = BatchOptions(procedure=args.procedure, model=args.model, label_map=args.label_map, device=args.device,
-                           seg_with_identity=args.seg_with_identity)
+                           seg_with_identity=args.seg_with_identity, zooms=tuple(args.zooms))
     counts = {"done": 0, "failed": 0}
     with tqdm(total=len(cases), unit="case", desc="recon batch", disable=None) as bar:
         def progress(row: dict) -> None:

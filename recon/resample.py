@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from recon.errors import GeometryError
+from recon.errors import GeometryError, InputError
 from recon.geometry import Grid
 from recon.volume import LabelMap, Volume
 
@@ -20,6 +20,11 @@ def canonical_grid(grid: Grid, spacing_mm: float) -> Grid:
     shape = np.maximum(1, np.ceil((high - low) / spacing_mm).astype(int) + 1)
     centre = (low + high) / 2
     return Grid(tuple(shape), (spacing_mm,) * 3, centre - (shape - 1) / 2 * spacing_mm)
+
+
+def require_positive_zooms(zooms) -> None:
+    if any(not zoom > 0 for zoom in zooms):
+        raise InputError(f"test-time zooms must be positive numbers (1.1: 10% finer), got {list(zooms)}")
 
 
 def zoomed_grid(grid: Grid, zoom: float) -> Grid:

@@ -42,6 +42,7 @@ from recon.preview import render_preview
 from recon.segmentation.levels import UNANCHORED
 from recon.segmentation.model import sha256_of
 from recon.report import write_report
+from recon.resample import require_positive_zooms
 
 log = logging.getLogger(__name__)
 
@@ -53,20 +54,23 @@ IMPLANT_COLOURS = {"pedicle screws": (0.85, 0.2, 0.85), "acetabular cups": (0.2,
 
 def run_study(input_path: str | Path, out: str | Path, *, procedure: str = "all", model: str | Path | None = None,
               seg: str | Path | None = None, label_map: str | Path | None = None,
-              series_uid: str | None = None, device: str = "cpu", seg_with_identity: bool = False) -> dict:
+              series_uid: str | None = None, device: str = "cpu", seg_with_identity: bool = False,
+              zooms: tuple[float, ...] = ()) -> dict:
     """Run the whole pipeline on one study and write its outputs into ``out``; returns the provenance.
 
     ``seg_with_identity``: the DICOM SEG keeps the patient's and the visit's identifying attributes (otherwise
-    empty). Another run into the same ``out`` at the same time is refused (``OutputBusyError``)."""
+    empty). ``zooms``: ``recon.segment``'s test-time zooms. Another run into the same ``out`` at the same time is
+    refused (``OutputBusyError``)."""
     if procedure not in PROCEDURES:
         raise InputError(f"procedure must be one of {', '.join(PROCEDURES)}, got {procedure!r}")
+    require_positive_zooms(zooms)
     with output_lock(Path(out)):
         return _run_study(Path(input_path), Path(out), procedure, model, seg, label_map, series_uid, device,
-                          seg_with_identity)
+                          seg_with_identity, zooms)
 
 
 def _run_study(input_path: Path, out: Path, procedure, model, seg, label_map, series_uid, device,
-               seg_with_identity) -> dict:
+               seg_with_identity, zooms) -> dict:
     stages: dict[str, dict] = {}
     warnings: list[str] = []
     with _stage("load", stages):
@@ -74,7 +78,7 @@ def _run_study(input_path: Path, out: Path, procedure, model, seg, label_map, se
         warnings += list(loaded.warnings)
         require_memory(loaded.volume.hu.size, RUN_BYTES_PER_VOXEL, "recon run", str(input_path))
     with _stage("segment", stages):
-        labels, model_record = _labels(loaded.volume, model, seg, label_map, device)
+        labels, model_record = _labels(loaded.volume, model, seg, label_map, device, zooms)
         warnings += [UNANCHORED] if labels.level_anchor == "none" else []
     with _stage("write labels", stages):
         write_label_map(labels, out / "labels.nii.gz")
@@ -109,7 +113,8 @@ def _run_study(input_path: Path, out: Path, procedure, model, seg, label_map, se
         "input": {"sha256": input_checksum(input_path), "kind": "folder" if input_path.is_dir() else "file"},
         "options": {"procedure": procedure, "model": str(model) if model else None, "seg": bool(seg),
                     "label_map": label_map if label_map in VOCABULARIES else ("file" if label_map else None),
-                    "series_uid": series_uid, "device": device, "seg_with_identity": seg_with_identity},
+                    "series_uid": series_uid, "device": device, "seg_with_identity": seg_with_identity,
+                    "zooms": list(zooms)},
         "series": [_series_record(series) for series in loaded.series],
         "stages": stages,
         "warnings": warnings,
@@ -135,7 +140,7 @@ def _stage(name: str, stages: dict):
         log.info("%s: %.1f s", name, seconds)
 
 
-def _labels(volume, model, seg, label_map, device):
+def _labels(volume, model, seg, label_map, device, zooms):
     if seg is not None:
         from recon.segmentation.sources import existing_labels
 
@@ -150,7 +155,7 @@ def _labels(volume, model, seg, label_map, device):
     loaded = _loaded_model(str(folder), (folder / WEIGHTS_FILE).stat().st_mtime_ns, device)
     record = {"name": loaded.card.get("name"), "sha256": loaded.card.get("sha256"),
               "training_command": loaded.card.get("training", {}).get("command")}
-    return segment(volume, model=loaded), record
+    return segment(volume, model=loaded, zooms=zooms), record
 
 
 @functools.lru_cache(maxsize=2)
