@@ -72,7 +72,7 @@ def test_all_cases_failing_has_its_own_exit_code(studies, tmp_path):
     assert main(["batch", str(corrupt), "-o", str(tmp_path / "out")]) == EXIT_ALL_FAILED
 
 
-def test_a_killed_batch_resumes_only_unfinished_cases_and_a_new_model_recomputes_all(studies, tmp_path):
+def test_a_killed_batch_resumes_only_unfinished_cases_and_new_zooms_or_a_new_model_recompute_all(studies, tmp_path):
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     for study in sorted(studies.iterdir())[:3]:
@@ -99,6 +99,11 @@ def test_a_killed_batch_resumes_only_unfinished_cases_and_a_new_model_recomputes
     assert {case for case, row in rows.items() if row["status"] == "done"} == set(rows) - set(finished)
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
     assert not (out / ".partial").exists() and not list(out.rglob(".tmp-*"))
+
+    assert main(["batch", str(inputs), "-o", str(out), "--workers", "1", "--procedure", "spine", "--resume",
+                 "--zooms", "1.1", "0.9"]) == 0  # other test-time zooms: other labels, so every case again
+    assert {row["status"] for row in _summary(out).values()} == {"done"}
+    assert json.loads((out / finished[0] / "provenance.json").read_text())["options"]["zooms"] == [1.1, 0.9]
 
     model = load_model()
     with torch.no_grad():
