@@ -366,7 +366,9 @@ def _segment(args: argparse.Namespace) -> int:
     from recon.io.labels import write_label_map
     from recon.io.loading import load_ct
     from recon.io.slicer import write_segmentation
+    from recon.resample import require_usable_zooms
 
+    require_usable_zooms(args.zooms, network=not args.labels)
     volume = load_ct(args.input, series_uid=args.series)
     if args.labels:
         from recon.segmentation.sources import existing_labels

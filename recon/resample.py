@@ -22,9 +22,13 @@ def canonical_grid(grid: Grid, spacing_mm: float) -> Grid:
     return Grid(tuple(shape), (spacing_mm,) * 3, centre - (shape - 1) / 2 * spacing_mm)
 
 
-def require_positive_zooms(zooms) -> None:
+def require_usable_zooms(zooms, *, network: bool) -> None:
+    """Test-time zooms (``zoomed_grid``'s) are positive, and given only where recon's network segments."""
     if any(not zoom > 0 for zoom in zooms):
         raise InputError(f"test-time zooms must be positive numbers (1.1: 10% finer), got {list(zooms)}")
+    if zooms and not network:
+        raise InputError("test-time zooms (--zooms) are for recon's network, not an existing segmentation or "
+                         "TotalSegmentator: leave them out")
 
 
 def zoomed_grid(grid: Grid, zoom: float) -> Grid:

@@ -41,8 +41,9 @@ from recon.plan.spine import plan_spine
 from recon.preview import render_preview
 from recon.segmentation.levels import UNANCHORED
 from recon.segmentation.model import sha256_of
+from recon.segmentation.totalseg import TOTALSEGMENTATOR
 from recon.report import write_report
-from recon.resample import require_positive_zooms
+from recon.resample import require_usable_zooms
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def run_study(input_path: str | Path, out: str | Path, *, procedure: str = "all"
     refused (``OutputBusyError``)."""
     if procedure not in PROCEDURES:
         raise InputError(f"procedure must be one of {', '.join(PROCEDURES)}, got {procedure!r}")
-    require_positive_zooms(zooms)
+    require_usable_zooms(zooms, network=seg is None and model != TOTALSEGMENTATOR)
     with output_lock(Path(out)):
         return _run_study(Path(input_path), Path(out), procedure, model, seg, label_map, series_uid, device,
                           seg_with_identity, zooms)
@@ -147,7 +148,7 @@ def _labels(volume, model, seg, label_map, device, zooms):
         return existing_labels(seg, volume.grid, label_map), {"name": None, "source": "existing segmentation"}
     from recon.segmentation.infer import segment
     from recon.segmentation.model import WEIGHTS_FILE, model_dir
-    from recon.segmentation.totalseg import TOTALSEGMENTATOR, installed_version, run_totalsegmentator
+    from recon.segmentation.totalseg import installed_version, run_totalsegmentator
 
     if model == TOTALSEGMENTATOR:
         return run_totalsegmentator(volume, device=device), {"name": TOTALSEGMENTATOR, "version": installed_version()}

@@ -724,9 +724,13 @@ def test_zooming_one_axis_at_a_time_gives_scipys_zoom(factors):
     assert np.array_equal(zoom_separably(labels, factors, order=0), nearest)
 
 
-def test_recon_segment_refuses_a_test_time_zoom_that_is_not_positive_before_writing_anything(tmp_path, capsys):
+@pytest.mark.parametrize("options, message", [(["--zooms", "1.1", "0"], "zooms must be positive"),
+                                              (["--zooms", "1.1", "--labels", "seg.nii.gz"], "for recon's network"),
+                                              (["--zooms", "1.1", "--model", "totalsegmentator"], "for recon's network")])
+def test_recon_segment_refuses_test_time_zooms_it_cannot_use_before_writing_anything(tmp_path, capsys, options,
+                                                                                      message):
     phantom = make_phantom(3, size="small")
     write_image(phantom.ct.hu, phantom.ct.grid, tmp_path / "ct.nii.gz")
-    assert main(["segment", str(tmp_path / "ct.nii.gz"), "-o", str(tmp_path / "out"), "--zooms", "1.1", "0"]) != 0
-    assert "zooms must be positive" in capsys.readouterr().err
+    assert main(["segment", str(tmp_path / "ct.nii.gz"), "-o", str(tmp_path / "out"), *options]) != 0
+    assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -19,7 +19,7 @@ from scipy import ndimage
 
 from recon.anatomy import LABEL_IDS, is_vertebra
 from recon.geometry import Grid
-from recon.resample import (canonical_grid, require_positive_zooms, resample_array, resample_volume,
+from recon.resample import (canonical_grid, require_usable_zooms, resample_array, resample_volume,
                             zoomed_grid)
 from recon.segmentation.bone_fill import ALL_PLANES, PLANES_ALONG_THE_SPINE, SOLID_BONES, fill_bone, fill_enclosed
 from recon.segmentation.levels import assign_levels, level_anchor
@@ -36,7 +36,7 @@ def segment(volume: Volume, *, model: Model | str | None = None, zooms: tuple[fl
     its weights (``recon.segmentation.totalseg``). ``zooms`` (test-time zooms, e.g. ``(1.1, 0.9)``): the network
     also runs on the CT resampled that many times finer (above 1) or coarser than the model's grid, and its
     scores are averaged (``_scores``)."""
-    require_positive_zooms(zooms)
+    require_usable_zooms(zooms, network=model != TOTALSEGMENTATOR)
     if model == TOTALSEGMENTATOR:
         return run_totalsegmentator(volume)
     model = model if isinstance(model, Model) else load_model(model)
