@@ -61,7 +61,8 @@ def test_run_with_the_shipped_network_on_real_ct_plans_most_lumbar_screws(tmp_pa
 
 @pytest.mark.parametrize("options, message", [(["--zooms", "1.1", "-0.9"], "zooms must be positive"),
                                               (["--zooms", "1.1", "--seg", "labels.nii.gz"], "for recon's network"),
-                                              (["--zooms", "1.1", "--model", "totalsegmentator"], "for recon's network")])
+                                              (["--zooms", "1.1", "--model", "totalsegmentator"],
+                                               "for recon's network")])
 def test_run_refuses_test_time_zooms_it_cannot_use_before_writing_anything(tmp_path, capsys, options, message):
     assert main(["run", str(tmp_path / "ct.nii.gz"), "-o", str(tmp_path / "out"), *options]) != 0
     assert message in capsys.readouterr().err

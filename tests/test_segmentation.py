@@ -726,7 +726,8 @@ def test_zooming_one_axis_at_a_time_gives_scipys_zoom(factors):
 
 @pytest.mark.parametrize("options, message", [(["--zooms", "1.1", "0"], "zooms must be positive"),
                                               (["--zooms", "1.1", "--labels", "seg.nii.gz"], "for recon's network"),
-                                              (["--zooms", "1.1", "--model", "totalsegmentator"], "for recon's network")])
+                                              (["--zooms", "1.1", "--model", "totalsegmentator"],
+                                               "for recon's network")])
 def test_recon_segment_refuses_test_time_zooms_it_cannot_use_before_writing_anything(tmp_path, capsys, options,
                                                                                       message):
     phantom = make_phantom(3, size="small")
