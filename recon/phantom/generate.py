@@ -92,11 +92,10 @@ def make_phantom(seed: int, *, size: str = "small", shape: tuple[int, int, int] 
     canal_rng = np.random.default_rng((int(seed), 10))  # leaves the other generators' draws as they were
     if canal_rng.uniform() < sacral_canal_probability:
         pelvis_params |= {name: draw(canal_rng, span) for name, span in SACRAL_CANAL_RANGES.items()}
-    if iliac_crest_raise_mm is not None:  # its own generator leaves the other draws as they were
-        pelvis_params["iliac_crest_raise_mm"] = draw(np.random.default_rng((int(seed), 11)), iliac_crest_raise_mm)
-    if posterior_ilium_raise_mm is not None:  # its own generator leaves the other draws as they were
-        pelvis_params["posterior_ilium_raise_mm"] = draw(np.random.default_rng((int(seed), 12)),
-                                                         posterior_ilium_raise_mm)
+    raises = {"iliac_crest_raise_mm": iliac_crest_raise_mm, "posterior_ilium_raise_mm": posterior_ilium_raise_mm}
+    for stream, (name, span) in enumerate(raises.items(), start=11):
+        if span is not None:  # each its own generator: leaves the other draws as they were
+            pelvis_params[name] = draw(np.random.default_rng((int(seed), stream)), span)
     tilt_deg = rng.uniform(-1, 1, 3) * np.array([5.0, 5.0, 8.0])
     tilt_deg *= min(1.0, MAX_PATIENT_TILT_DEG / max(np.linalg.norm(tilt_deg), 1e-9))
     rotation = (rotation_about([0, 0, 1], np.radians(tilt_deg[2])) @ rotation_about([0, 1, 0], np.radians(tilt_deg[1]))
